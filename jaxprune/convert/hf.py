@@ -1,0 +1,239 @@
+"""Hugging Face checkpoints -> NNX models, and jaxprune's own orbax checkpoints.
+
+`load_model` accepts a preset name (`llava`), a hub id (downloaded only when online), an HF directory of
+safetensors, a GGUF file (or a directory holding one), or an orbax directory written by `save_orbax`.
+Weights are placed into an abstract model (`nnx.eval_shape`), so a 7B model never pays a random init.
+Every malformed input raises `CheckpointError` with one line naming the file, key and shapes involved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxprune.convert import weight_maps
+from jaxprune.models import registry
+
+MARKER = "jaxprune.json"  # written next to an orbax checkpoint; its presence identifies the format
+FORMAT_VERSION = 1
+# Files copied next to a converted checkpoint so it stays self-contained (tokenizer, processor, templates).
+SIDE_FILE = re.compile(r"(tokenizer.*|special_tokens_map\.json|added_tokens\.json|.*\.model|vocab\.json|merges\.txt|"
+                       r"(pre)?processor_config\.json|chat_template.*|generation_config\.json)")
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be loaded; the message is one line naming the problem."""
+
+
+@dataclasses.dataclass
+class Loaded:
+  model: nnx.Module
+  config: Any  # LlavaConfig | TextConfig
+  hf_config: dict
+  family: registry.Family
+  path: Path  # where config.json and tokenizer/processor files live
+
+
+def _abstract_model(family: registry.Family, cfg: Any, dtype: jnp.dtype):
+  return nnx.eval_shape(lambda: family.module(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
+
+
+def _path_str(path: tuple) -> str:
+  return ".".join(str(p) for p in path)
+
+
+# ------------------------------------------------------------------------------------------- weights
+
+_INVERSE = {weight_maps.linear: weight_maps.linear, weight_maps.conv: lambda w: w.transpose(3, 2, 0, 1)}
+
+
+def fill_state(family: registry.Family, cfg: Any, tensors: Iterable[tuple[str, Any]], dtype: jnp.dtype,
+               source: str) -> nnx.Module:
+  """Map HF tensors through the family's rules into an abstract model; return the concrete model."""
+  graphdef, state = nnx.split(_abstract_model(family, cfg, dtype))
+  expected = {_path_str(p): v for p, v in nnx.to_flat_state(state)}
+  rules = [(re.compile(rx), target, fn) for rx, target, fn in family.weight_map]
+  values: dict[str, jax.Array] = {}
+  for key, tensor in tensors:
+    rule = next(((rx, target, fn) for rx, target, fn in rules if rx.fullmatch(key)), None)
+    if rule is None:
+      raise CheckpointError(f"{source}: unexpected weight {key!r} (no rule in the {family.name} weight map)")
+    rx, target, fn = rule
+    if target is None:
+      continue
+    target = rx.fullmatch(key).expand(target)
+    if target not in expected:
+      if target.startswith(weight_maps.OPTIONAL_TARGET_PREFIXES):
+        continue  # e.g. encoder layers past the one LLaVA reads, or lm_head of a tied model
+      raise CheckpointError(f"{source}: weight {key!r} maps to {target!r}, which this config does not have")
+    array = np.asarray(tensor)
+    want = tuple(expected[target].shape)
+    got = fn(array).shape if fn else array.shape
+    if got != want:
+      implied = _INVERSE.get(fn, lambda w: w)(np.empty(want, np.int8)).shape
+      raise CheckpointError(f"{source}: weight {key!r} has shape {tuple(array.shape)} but config.json implies "
+                            f"{tuple(implied)}")
+    values[target] = jnp.asarray(fn(array) if fn else array, dtype=expected[target].dtype)
+  missing = sorted(set(expected) - set(values))
+  if missing:
+    raise CheckpointError(f"{source}: checkpoint is missing {len(missing)} weight(s) the model needs, "
+                          f"e.g. {missing[0]!r}")
+  flat = [(p, v.replace(values[_path_str(p)])) for p, v in nnx.to_flat_state(state)]
+  return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def _safetensors_files(path: Path) -> list[Path]:
+  index = path / "model.safetensors.index.json"
+  if index.exists():
+    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    for shard in shards:
+      if not (path / shard).exists():
+        raise CheckpointError(f"{path}: {index.name} names shard {shard!r}, which is missing (partial download?)")
+    return [path / s for s in shards]
+  files = sorted(path.glob("*.safetensors"))
+  if not files:
+    raise CheckpointError(f"{path}: no *.safetensors weights found (contents: "
+                          f"{', '.join(sorted(p.name for p in path.iterdir())) or 'empty'})")
+  return files
+
+
+def iter_safetensors(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+  """Yield (key, array) from every shard; the flax backend reads bf16 that plain NumPy cannot."""
+  from safetensors import safe_open
+  for file in _safetensors_files(path):
+    try:
+      with safe_open(str(file), framework="flax") as f:
+        for key in f.keys():
+          yield key, np.asarray(f.get_tensor(key))
+    except CheckpointError:
+      raise
+    except Exception as e:  # truncated or corrupt shard
+      raise CheckpointError(f"{file}: cannot read safetensors ({type(e).__name__}: {e})") from None
+
+
+def read_hf_config(path: Path) -> dict:
+  file = path / "config.json"
+  if not file.exists():
+    raise CheckpointError(f"{path}: no config.json (not a Hugging Face or jaxprune checkpoint directory)")
+  try:
+    return json.loads(file.read_text())
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{file}: invalid JSON ({e})") from None
+
+
+def _config(hf_config: Mapping, source: str) -> tuple[registry.Family, Any]:
+  family = registry.family_for(hf_config, source)
+  try:
+    return family, family.config_from_hf(hf_config)
+  except KeyError as e:
+    raise CheckpointError(f"{source}: config.json lacks key {e.args[0]!r}") from None
+
+
+def load_hf_dir(path: Path, dtype: jnp.dtype) -> Loaded:
+  hf_config = read_hf_config(path)
+  family, cfg = _config(hf_config, str(path / "config.json"))
+  model = fill_state(family, cfg, iter_safetensors(path), dtype, str(path))
+  return Loaded(model, cfg, hf_config, family, path)
+
+
+def load_gguf(file: Path, dtype: jnp.dtype) -> Loaded:
+  """GGUF goes through transformers' GGUF reader (dequantised to float32 torch tensors)."""
+  from transformers import AutoModelForCausalLM
+  import torch
+  hf = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)
+  hf_config = hf.config.to_dict()
+  family, cfg = _config(hf_config, str(file))
+  tensors = ((k, v.detach().numpy()) for k, v in hf.state_dict().items())
+  return Loaded(fill_state(family, cfg, tensors, dtype, str(file)), cfg, hf_config, family, file.parent)
+
+
+# --------------------------------------------------------------------------------------------- orbax
+
+
+def save_orbax(loaded: Loaded, out: str | os.PathLike, *, tokenizer_source: Path | None = None) -> Path:
+  """Write `out/params` (orbax), `out/config.json`, `out/jaxprune.json` and tokenizer/processor files."""
+  import orbax.checkpoint as ocp
+  out = Path(out).absolute()
+  out.mkdir(parents=True, exist_ok=True)
+  if (out / "params").exists():
+    shutil.rmtree(out / "params")
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(out / "params", nnx.state(loaded.model))
+  dtype = str(jax.tree.leaves(nnx.state(loaded.model))[0].dtype)
+  (out / "config.json").write_text(json.dumps(loaded.hf_config, indent=2, default=str))
+  for f in (tokenizer_source or loaded.path).iterdir():
+    if f.is_file() and SIDE_FILE.fullmatch(f.name) and f.parent != out:
+      shutil.copy2(f, out / f.name)
+  (out / MARKER).write_text(json.dumps({"format": FORMAT_VERSION, "family": loaded.family.name, "dtype": dtype}))
+  return out
+
+
+def load_orbax(path: Path, dtype: jnp.dtype | None) -> Loaded:
+  import orbax.checkpoint as ocp
+  meta = json.loads((path / MARKER).read_text())
+  if not (path / "params").is_dir():
+    raise CheckpointError(f"{path}: {MARKER} is present but the orbax 'params' directory is missing")
+  hf_config = read_hf_config(path)
+  family, cfg = _config(hf_config, str(path / "config.json"))
+  dtype = dtype or jnp.dtype(meta["dtype"])
+  graphdef, abstract = nnx.split(_abstract_model(family, cfg, jnp.dtype(meta["dtype"])))
+  try:
+    with ocp.StandardCheckpointer() as ckpt:
+      state = ckpt.restore(path / "params", abstract)
+  except Exception as e:
+    raise CheckpointError(f"{path / 'params'}: cannot restore orbax checkpoint ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
+  state = jax.tree.map(lambda x: x.astype(dtype), state)
+  return Loaded(nnx.merge(graphdef, state), cfg, hf_config, family, path)
+
+
+# ---------------------------------------------------------------------------------------------- entry
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+  """A preset name or hub id becomes a local snapshot directory (downloads only when online)."""
+  text = str(name_or_path)
+  path = Path(text).expanduser()
+  if path.exists():
+    return path
+  hub_id = registry.PRESETS.get(text, text)
+  looks_like_hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", hub_id) is not None and not text.startswith((".", "/"))
+  if not looks_like_hub_id:
+    raise CheckpointError(f"checkpoint {text!r} does not exist (known model names: {', '.join(registry.PRESETS)})")
+  try:
+    from huggingface_hub import snapshot_download
+    return Path(snapshot_download(hub_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+  except Exception as e:
+    raise CheckpointError(f"cannot fetch {hub_id!r} from the Hugging Face hub ({type(e).__name__}); "
+                          f"pass a local directory instead") from None
+
+
+def load_model(name_or_path: str | os.PathLike, *, dtype: jnp.dtype | str | None = None) -> Loaded:
+  """Load any supported checkpoint.
+
+  `dtype` is the parameter and compute dtype; None means as stored for an orbax checkpoint and bfloat16
+  (the default for real models) for Hugging Face and GGUF sources.
+  """
+  dtype = None if dtype is None else jnp.dtype(dtype)
+  path = resolve(name_or_path)
+  if path.is_file():
+    if path.suffix == ".gguf":
+      return load_gguf(path, dtype or jnp.bfloat16)
+    raise CheckpointError(f"{path}: not a checkpoint (expected a directory or a .gguf file)")
+  if (path / MARKER).exists():
+    return load_orbax(path, dtype)
+  if not (path / "config.json").exists():
+    ggufs = sorted(path.glob("*.gguf"))
+    if len(ggufs) == 1:
+      return load_gguf(ggufs[0], dtype or jnp.bfloat16)
+  return load_hf_dir(path, dtype or jnp.bfloat16)

@@ -1,0 +1,103 @@
+"""Evaluation tasks as random-access sequences of common item records.
+
+  data = load_task("easyvqa", split="test", limit=100)
+  data = load_task("datbench:chart", datbench_dir="/data/DatBench")
+  item = data[0]  # {"id", "image" (bytes), "question", "answer", "all_answers",
+                  #  "eval_mode", "source", "choices"}
+
+Prepared tfds files live in `data_dir` (default `~/.cache/jaxprune/tfds`, or
+$JAXPRUNE_DATA_DIR) and are built on first use.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from jaxprune.data.common import (
+    DATA_DIR_ENV,
+    DATBENCH_CAPABILITIES,
+    DATBENCH_DIR_ENV,
+    DEFAULT_DATA_DIR,
+    ITEM_KEYS,
+    Item,
+    TaskData,
+    check_capability,
+    decode_image,
+    resolve_data_dir,
+)
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "DATBENCH_CAPABILITIES",
+    "DATBENCH_DIR_ENV",
+    "DEFAULT_DATA_DIR",
+    "ITEM_KEYS",
+    "Item",
+    "TaskData",
+    "decode_image",
+    "known_tasks",
+    "load_task",
+    "resolve_data_dir",
+    "shape_mask",
+]
+
+
+def known_tasks() -> list[str]:
+  return ["easyvqa", *(f"datbench:{c}" for c in DATBENCH_CAPABILITIES)]
+
+
+def _unknown_task(name: str) -> ValueError:
+  return ValueError(f"unknown task {name!r} (known: easyvqa, datbench:<{'|'.join(DATBENCH_CAPABILITIES)}>)")
+
+
+def load_task(
+    name: str,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    datbench_dir: str | os.PathLike[str] | None = None,
+    seed: int | None = None,
+) -> TaskData:
+  """Prepares (first time only) and opens a task: `easyvqa` or `datbench:<capability>`.
+
+  split: easy-VQA `train`/`test` (default `test`); DatBench has only `test`.
+  limit: keep the first `limit` items (or, with `seed`, a seeded random subset in source order).
+  data_dir: where prepared data lives (default $JAXPRUNE_DATA_DIR or ~/.cache/jaxprune/tfds).
+  datbench_dir: local DatBench parquet copy (default $JAXPRUNE_DATBENCH_DIR, else the HF hub).
+  """
+  from jaxprune.data import common  # Lazy: pulls in tfds.
+
+  task, _, sub = name.partition(":")
+  if task == "easyvqa" and not sub:
+    from jaxprune.data import easyvqa
+
+    split = split or "test"
+    builder = easyvqa.builder(split, data_dir)
+  elif task == "datbench" and sub:
+    check_capability(sub)  # Before importing tfds.
+    from jaxprune.data import datbench
+
+    split = split or datbench.SPLIT
+    if split != datbench.SPLIT:
+      raise ValueError(f"unknown DatBench split {split!r} (known: {datbench.SPLIT})")
+    builder = datbench.builder(sub, data_dir, datbench_dir)
+  else:
+    raise _unknown_task(name)
+
+  if not builder.is_prepared():
+    if task == "datbench":
+      builder.resolve_files()  # Fails fast, with the path, before tfds starts writing.
+    common.prepare(builder)
+  source = builder.as_data_source(split=split)
+  indices = common.select_indices(len(source), limit, seed)
+  return TaskData(name, split, source, indices)
+
+
+def shape_mask(image: bytes | np.ndarray, tol: int = 8) -> np.ndarray:
+  """easy-VQA relevant-region mask; see `jaxprune.data.easyvqa.shape_mask`."""
+  from jaxprune.data import easyvqa
+
+  return easyvqa.shape_mask(image, tol=tol)

@@ -1,0 +1,243 @@
+"""DatBench (HF `DatologyAI/DatBench`) as a tfds builder, one config per capability.
+
+Source rows come from parquet files, either a local copy or the HF hub. The HF
+schema (dataset card): id, image {bytes, path}, question, prompt_format
+{prefix, suffix}, answer, eval_mode, judge_prompt, is_circular, source_info
+{dataset, original_idx}, eval_metrics, all_answers, metadata; one split, `test`.
+Only the common record (`common.ITEM_KEYS`) is kept: `prompt` = prefix + question +
+suffix and `metadata` = the parsed JSON; judge_prompt, is_circular and eval_metrics
+are dropped.
+
+Local copy layout (either works, per capability):
+  <dir>/<capability>/*.parquet      (HF's usual parquet layout, e.g. chart/test-00000-of-00008.parquet)
+  <dir>/<capability>.parquet
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+from typing import Any, Iterator, Mapping, Sequence
+
+import tensorflow_datasets as tfds
+
+from jaxprune.data import common
+
+log = logging.getLogger(__name__)
+
+CAPABILITIES = common.DATBENCH_CAPABILITIES
+SPLIT = "test"
+HF_REPO = "DatologyAI/DatBench"
+DATBENCH_DIR_ENV = common.DATBENCH_DIR_ENV
+check_capability = common.check_capability
+REQUIRED_COLUMNS = ("image", "question", "answer")
+_BATCH_ROWS = 32  # Rows per parquet read: DatBench images are large (chart: ~0.7 MB/row).
+
+
+def resolve_source_dir(source_dir: str | os.PathLike[str] | None = None) -> pathlib.Path | None:
+  """Local copy: argument, else $JAXPRUNE_DATBENCH_DIR, else None (= use the HF hub)."""
+  path = source_dir or os.environ.get(DATBENCH_DIR_ENV)
+  return pathlib.Path(os.path.expanduser(os.fspath(path))).resolve() if path else None
+
+
+def local_parquet_files(source_dir: str | os.PathLike[str], capability: str) -> list[pathlib.Path]:
+  """The parquet files of one capability in a local copy, sorted (which fixes row order)."""
+  check_capability(capability)
+  root = pathlib.Path(source_dir)
+  if not root.is_dir():
+    raise FileNotFoundError(f"DatBench directory not found: {root}")
+  files = sorted((root / capability).glob("*.parquet")) if (root / capability).is_dir() else []
+  single = root / f"{capability}.parquet"
+  if not files and single.is_file():  # The directory wins if both exist (no duplicated rows).
+    files = [single]
+  if not files:
+    raise FileNotFoundError(
+        f"no DatBench parquet for {capability!r}: expected {root / capability}/*.parquet or {single}"
+    )
+  return files
+
+
+def hub_parquet_files(capability: str, repo_id: str = HF_REPO) -> list[pathlib.Path]:
+  """Downloads one capability's parquet files from the HF hub (into the HF cache)."""
+  check_capability(capability)
+  try:
+    import huggingface_hub  # Lazy: only needed without a local copy.
+  except ImportError:
+    raise ImportError(
+        f"DatBench without a local copy needs `huggingface_hub`; or set ${DATBENCH_DIR_ENV}"
+    ) from None
+  names = huggingface_hub.list_repo_files(repo_id, repo_type="dataset")
+  wanted = sorted(n for n in names if _is_capability_file(n, capability))
+  if not wanted:
+    raise FileNotFoundError(f"no parquet files for {capability!r} in hf://datasets/{repo_id}")
+  return [
+      pathlib.Path(huggingface_hub.hf_hub_download(repo_id, n, repo_type="dataset"))
+      for n in wanted
+  ]
+
+
+def _is_capability_file(name: str, capability: str) -> bool:
+  """`chart/test-0000.parquet`, `data/chart/...`, `chart.parquet` or `chart-*.parquet`."""
+  path = pathlib.PurePosixPath(name)
+  if path.suffix != ".parquet":
+    return False
+  return capability in path.parts[:-1] or path.stem == capability or path.name.startswith(capability + "-")
+
+
+def iter_parquet_rows(files: Sequence[pathlib.Path]) -> Iterator[tuple[pathlib.Path, dict[str, Any]]]:
+  """(file, row as a plain dict) for every row, in file order, a few rows in memory at a time."""
+  import pyarrow.parquet as pq
+
+  for path in files:
+    pf = pq.ParquetFile(path)
+    names = set(pf.schema_arrow.names)
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+      raise ValueError(
+          f"DatBench file {path} lacks required column(s) {', '.join(missing)} (has: {', '.join(sorted(names))})"
+      )
+    for batch in pf.iter_batches(batch_size=_BATCH_ROWS):
+      for row in batch.to_pylist():
+        yield path, row
+
+
+def image_bytes(value: Any, base_dir: pathlib.Path | None = None) -> bytes:
+  """The encoded image of an HF image cell: struct {bytes, path}, raw bytes, or a path."""
+  if value is None:
+    return b""
+  if isinstance(value, (bytes, bytearray)):
+    return bytes(value)
+  if isinstance(value, Mapping):
+    if value.get("bytes"):
+      return bytes(value["bytes"])
+    value = value.get("path")
+  if isinstance(value, str) and value:
+    path = pathlib.Path(value)
+    if not path.is_absolute() and base_dir is not None:
+      path = base_dir / path
+    if path.is_file():
+      return path.read_bytes()
+  return b""
+
+
+def _metadata(row: Mapping[str, Any]) -> dict[str, Any]:
+  """The `metadata` cell (a JSON string on the hub) as a dict; anything else kept under "value"."""
+  meta = row.get("metadata")
+  if meta is None or meta == "":
+    return {}
+  if isinstance(meta, str):
+    try:
+      meta = json.loads(meta)
+    except ValueError:
+      return {"value": meta}
+  return dict(meta) if isinstance(meta, Mapping) else {"value": meta}
+
+
+def _choices(row: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
+  """Options of multiple-choice rows: a `choices`/`options` column, else metadata
+  `choices`/`options`/`index2ans` (the keys DatBench's own scorers read)."""
+  for src, keys in ((row, ("choices", "options")), (meta, ("choices", "options", "index2ans"))):
+    for key in keys:
+      value = src.get(key)
+      if isinstance(value, Mapping):  # e.g. {"A": ..., "B": ...}
+        return [str(value[k]) for k in sorted(value) if value[k] is not None]
+      if isinstance(value, (list, tuple)) and value:
+        return [str(v) for v in value if v is not None]
+  return []
+
+
+def _prompt(row: Mapping[str, Any], question: str) -> str:
+  """prefix + question + suffix, as DatBench's harness builds the model input."""
+  fmt = row.get("prompt_format")
+  if not isinstance(fmt, Mapping):
+    return question
+  return f"{fmt.get('prefix') or ''}{question}{fmt.get('suffix') or ''}"
+
+
+def row_to_item(
+    row: Mapping[str, Any], capability: str, index: int, base_dir: pathlib.Path | None = None
+) -> dict[str, Any]:
+  """HF row -> common record; missing optional fields get defaults (id falls back to `<capability>-<index>`)."""
+  info = row.get("source_info")
+  source = info.get("dataset") if isinstance(info, Mapping) else None
+  question = "" if row.get("question") is None else str(row["question"])
+  meta = _metadata(row)
+  return common.make_item(
+      id=row.get("id") or f"{capability}-{index:05d}",
+      image=image_bytes(row.get("image"), base_dir),
+      question=question,
+      answer=row.get("answer"),
+      all_answers=row.get("all_answers"),
+      eval_mode=row.get("eval_mode") or "direct",
+      source=source or "unknown",
+      choices=_choices(row, meta),
+      prompt=_prompt(row, question),
+      metadata=meta,
+  )
+
+
+class DatBench(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """DatBench; config name == capability (`datbench/<capability>/1.0.0/...`), split `test`.
+
+  Rows whose image bytes PIL cannot parse are skipped (with a warning); rows
+  without an image keep `image=b""`. Prepared data is cached: to re-read a
+  changed source, delete `<data_dir>/datbench/<capability>`.
+  """
+
+  name = "datbench"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Common jaxprune item record; images as encoded bytes."}
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=c, description=f"DatBench {c}") for c in CAPABILITIES]
+
+  def __init__(self, *, source_dir: str | os.PathLike[str] | None = None, **kwargs: Any):
+    self._source_dir = resolve_source_dir(source_dir)
+    self._files: list[pathlib.Path] | None = None
+    kwargs.setdefault("file_format", "array_record")
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        description="DatBench: curated VLM evaluation suite (DatologyAI).",
+        features=common.item_features(),
+        homepage=f"https://huggingface.co/datasets/{HF_REPO}",
+        disable_shuffling=True,  # Keep source order: `limit` and ids follow the parquet files.
+    )
+
+  def resolve_files(self) -> list[pathlib.Path]:
+    """Source parquet files (local copy, else downloaded from the hub); raises one line if absent."""
+    if self._files is None:
+      capability = self.builder_config.name
+      if self._source_dir is not None:
+        self._files = local_parquet_files(self._source_dir, capability)
+      else:
+        self._files = hub_parquet_files(capability)
+    return self._files
+
+  def _split_generators(self, dl_manager: Any) -> dict[str, Iterator[tuple[int, dict[str, Any]]]]:
+    del dl_manager  # Files come from a local copy or huggingface_hub's own cache.
+    return {SPLIT: self._generate_examples(self.resolve_files())}
+
+  def _generate_examples(self, files: list[pathlib.Path]) -> Iterator[tuple[int, dict[str, Any]]]:
+    capability = self.builder_config.name
+    skipped: list[str] = []
+    for index, (path, row) in enumerate(iter_parquet_rows(files)):
+      item = row_to_item(row, capability, index, base_dir=path.parent)
+      if item["image"] and not common.is_valid_image(item["image"]):
+        skipped.append(item["id"])
+        continue
+      yield index, common.encode_item(item)
+    if skipped:
+      shown = ", ".join(skipped[:10]) + (", ..." if len(skipped) > 10 else "")
+      log.warning("datbench:%s: skipped %d row(s) with unreadable images: %s", capability, len(skipped), shown)
+
+
+def builder(
+    capability: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    source_dir: str | os.PathLike[str] | None = None,
+) -> DatBench:
+  """The (possibly unprepared) builder for one capability."""
+  check_capability(capability)
+  return DatBench(config=capability, data_dir=common.resolve_data_dir(data_dir), source_dir=source_dir)

@@ -1,0 +1,153 @@
+"""Batched greedy generation under one `jit`: prefill (with optional prune points) + a `while_loop` decode.
+
+Prompts are left-padded to a length bucket, so every prompt length inside a bucket reuses one compiled
+program; the decode loop stops early once every sample has emitted EOS and never syncs with the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxprune.models.llama import KVCache, LlamaModel, PrunePoint, Tokens
+
+# (model, tokens, vision outputs) -> {layer: prune point}; pruning plans compile into one of these.
+PrunePointsFn = Callable[[nnx.Module, Tokens, Any], dict[int, PrunePoint]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+  """A left-padded batch on the host. `query` marks the question tokens (None: all non-image text)."""
+
+  ids: np.ndarray  # [B, L] int32
+  valid: np.ndarray  # [B, L] bool
+  pixels: np.ndarray | None = None  # [B, C, H, W] float32
+  query: np.ndarray | None = None  # [B, L] bool
+
+  @property
+  def size(self) -> int:
+    return self.ids.shape[0]
+
+
+def bucket_length(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], *, pad_id: int, multiple: int = 64,
+              query_spans: Sequence[tuple[int, int]] | None = None, pixels: np.ndarray | None = None) -> Batch:
+  """Left-pad token lists to the next multiple of `multiple`. `query_spans` are [start, end) per sequence."""
+  if not sequences or any(len(s) == 0 for s in sequences):
+    raise ValueError("pad_batch: every prompt needs at least one token")
+  length = bucket_length(max(len(s) for s in sequences), multiple)
+  ids = np.full((len(sequences), length), pad_id, np.int32)
+  valid = np.zeros((len(sequences), length), bool)
+  query = None if query_spans is None else np.zeros((len(sequences), length), bool)
+  for i, seq in enumerate(sequences):
+    offset = length - len(seq)
+    ids[i, offset:] = seq
+    valid[i, offset:] = True
+    if query is not None:
+      start, end = query_spans[i]
+      query[i, offset + start:offset + end] = True
+  return Batch(ids, valid, pixels, query)
+
+
+def _language_model(model: nnx.Module) -> LlamaModel:
+  return model.language_model
+
+
+def input_tokens(model: nnx.Module, ids, valid, pixels, query):
+  """Decoder input Tokens (+ vision outputs for LLaVA) for any supported model."""
+  if hasattr(model, "input_tokens"):
+    return model.input_tokens(ids, valid, pixels, query)
+  if pixels is not None:
+    raise ValueError("this model is text-only; it cannot take pixel_values")
+  return model.text_tokens(ids, valid, query), None
+
+
+def prefill(model: nnx.Module, batch_arrays, *, extra_slots: int, prune_points_fn: PrunePointsFn | None = None):
+  """-> (last-position logits [B, V], KVCache, final Tokens, all final-normed hidden [B, L', D])."""
+  ids, valid, pixels, query = batch_arrays
+  tokens, vision = input_tokens(model, ids, valid, pixels, query)
+  points = prune_points_fn(model, tokens, vision) if prune_points_fn else None
+  lm = _language_model(model)
+  h, cache, tokens = lm.prefill(tokens, extra_slots=extra_slots, prune_points=points)
+  return lm.logits(h[:, -1]), cache, tokens, h
+
+
+def greedy_decode(lm: LlamaModel, first_logits: jax.Array, cache: KVCache, *, max_new_tokens: int,
+                  eos_ids: tuple[int, ...], pad_id: int, keep_logits: bool):
+  """Greedy loop from prefill logits [B, V] -> (tokens [B, T], per-step logits [B, T, V] or None, cache)."""
+  b, vocab = first_logits.shape
+  eos = jnp.asarray(eos_ids or (-1,), jnp.int32)
+
+  def emit(carry, step, logits):
+    out, all_logits, done = carry
+    token = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [B]
+    token = jnp.where(done, pad_id, token)
+    out = out.at[:, step].set(token)
+    if keep_logits:
+      all_logits = all_logits.at[:, step].set(logits)
+    return (out, all_logits, done | jnp.isin(token, eos)), token
+
+  out = jnp.full((b, max_new_tokens), pad_id, jnp.int32)
+  all_logits = jnp.zeros((b, max_new_tokens, vocab), jnp.float32) if keep_logits else None
+  (out, all_logits, done), token = emit((out, all_logits, jnp.zeros((b,), bool)), 0, first_logits)
+
+  def cond(state):
+    step, _, _, done, _, _ = state
+    return (step < max_new_tokens) & ~jnp.all(done)
+
+  def body(state):
+    step, out, all_logits, done, token, cache = state
+    logits, cache = lm.decode(token, cache)
+    (out, all_logits, done), token = emit((out, all_logits, done), step, logits)
+    return step + 1, out, all_logits, done, token, cache
+
+  state = (jnp.asarray(1, jnp.int32), out, all_logits, done, token, cache)
+  _, out, all_logits, _, _, cache = jax.lax.while_loop(cond, body, state)
+  return out, all_logits, cache
+
+
+class Generator:
+  """Compiled greedy generation for one model. `compiles` counts traces (one per bucket × plan × size)."""
+
+  def __init__(self, model: nnx.Module, *, max_new_tokens: int = 32, eos_ids: Sequence[int] = (),
+               pad_id: int = 0):
+    self.graphdef, self.state = nnx.split(model)
+    self.max_new_tokens = max_new_tokens
+    self.eos_ids = tuple(int(e) for e in eos_ids)
+    self.pad_id = pad_id
+    self.compiles = 0
+    self._run = jax.jit(self._generate, static_argnames=("prune_points_fn", "keep_logits"))
+
+  def _generate(self, state, ids, valid, pixels, query, *, prune_points_fn, keep_logits):
+    self.compiles += 1  # runs only while tracing
+    model = nnx.merge(self.graphdef, state)
+    first, cache, tokens, _ = prefill(model, (ids, valid, pixels, query), extra_slots=self.max_new_tokens,
+                                      prune_points_fn=prune_points_fn)
+    out, logits, cache = greedy_decode(_language_model(model), first, cache, max_new_tokens=self.max_new_tokens,
+                                       eos_ids=self.eos_ids, pad_id=self.pad_id, keep_logits=keep_logits)
+    return {"tokens": out, "logits": logits, "kept": tokens.replace(hidden=None), "kv_bytes": cache.nbytes}
+
+  def __call__(self, batch: Batch, *, prune_points_fn: PrunePointsFn | None = None,
+               keep_logits: bool = False) -> dict:
+    """-> {"tokens": [B, T] int32 (pad after EOS), "logits": [B, T, V] | None, "kept": final Tokens (no hidden),
+    "kv_bytes": int}."""
+    return self._run(self.state, batch.ids, batch.valid, batch.pixels, batch.query,
+                     prune_points_fn=prune_points_fn, keep_logits=keep_logits)
+
+
+def trim_at_eos(tokens: np.ndarray, eos_ids: Sequence[int]) -> list[list[int]]:
+  """[B, T] -> per-sample lists ending before the first EOS."""
+  result = []
+  for row in np.asarray(tokens):
+    stop = next((i for i, t in enumerate(row) if t in eos_ids), len(row))
+    result.append(row[:stop].tolist())
+  return result

