@@ -76,3 +76,68 @@ def smollm2():
   hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
   tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
   return loaded, hf, tokenizer
+
+
+# ------------------------------------------------------------------------------------ eval fixtures
+
+EASYVQA_WORDS = ("yes no ? a black blue brown circle color contain does gray green image in is not of present "
+                 "rectangle red shape teal the there triangle what yellow user assistant : .").split()
+
+
+def word_tokenizer(vocab_size: int, image_token_id: int):
+  """A word-level tokenizer over easy-VQA's words, padded with filler tokens to exactly `vocab_size` ids.
+
+  "yes" sits at id 0, so a model whose logits are all equal answers "yes" (argmax ties go to id 0).
+  """
+  from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+  from transformers import PreTrainedTokenizerFast
+  specials = ["<pad>", "<s>", "</s>", "<unk>"]
+  names = [EASYVQA_WORDS[0]] + specials + EASYVQA_WORDS[1:]
+  names += [f"<extra_{i}>" for i in range(vocab_size - len(names) - 1)]
+  names.insert(image_token_id, "<image>")
+  tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(names)}, unk_token="<unk>"))
+  tok.normalizer = normalizers.Lowercase()
+  tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
+  return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                 unk_token="<unk>", additional_special_tokens=["<image>"])
+
+
+def _save_eval_files(path: Path) -> None:
+  from transformers import CLIPImageProcessor
+  word_tokenizer(128, TINY_IMAGE_TOKEN).save_pretrained(path)
+  CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_eval_model(tiny_llava, tmp_path_factory) -> Path:
+  """The tiny random LLaVA plus a tokenizer and an image processor: a complete model directory."""
+  import shutil
+  path = tmp_path_factory.mktemp("eval_model") / "tiny"
+  shutil.copytree(tiny_llava[1], path)
+  _save_eval_files(path)
+  return path
+
+
+@pytest.fixture(scope="session")
+def always_yes_model(tiny_eval_model, tmp_path_factory) -> Path:
+  """A pure language-prior model: final norm weight zero -> all logits 0 -> always id 0 = "yes"."""
+  import shutil
+  from safetensors.numpy import load_file, save_file
+  path = tmp_path_factory.mktemp("eval_model") / "always_yes"
+  shutil.copytree(tiny_eval_model, path)
+  tensors = load_file(str(path / "model.safetensors"))
+  tensors["language_model.model.norm.weight"] = np.zeros_like(tensors["language_model.model.norm.weight"])
+  save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+  return path
+
+
+@pytest.fixture(scope="session")
+def eval_data(tmp_path_factory):
+  """(tfds data dir with easy-VQA's test split prepared, local DatBench-shaped parquet dir)."""
+  from test_data import make_datbench_fixture
+  from jaxprune.data import load_task
+  data_dir = tmp_path_factory.mktemp("eval_tfds")
+  datbench = tmp_path_factory.mktemp("eval_datbench")
+  make_datbench_fixture(datbench)
+  load_task("easyvqa", split="test", data_dir=data_dir)
+  return data_dir, datbench

@@ -57,7 +57,7 @@ def _one_line(excinfo) -> str:
 def test_missing_directory(tmp_path):
   with pytest.raises(CheckpointError) as e:
     load_model(tmp_path / "nope")
-  assert "does not exist" in _one_line(e) and "nope" in str(e.value)
+  assert "neither a known name" in _one_line(e) and "nope" in str(e.value)
 
 
 def test_directory_without_weights(tiny_llava, tmp_path):
@@ -131,7 +131,7 @@ def test_convert_cli_reports_one_line(tmp_path):
   done = subprocess.run([sys.executable, "-m", "jaxprune.convert", "--hf", str(tmp_path / "missing"), "--out",
                          str(tmp_path / "o")], capture_output=True, text=True)
   assert done.returncode == 2
-  assert done.stderr.strip().count("\n") == 0 and "does not exist" in done.stderr
+  assert done.stderr.strip().count("\n") == 0 and "neither a known name" in done.stderr
 
 
 def test_image_that_pil_cannot_open(tmp_path):

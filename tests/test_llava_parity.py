@@ -40,7 +40,7 @@ def test_vision_tower_and_cls_attention_match(tiny_llava, tiny_llava_jax):
   used = (len(out.hidden_states) + layer if layer < 0 else layer)  # encoder layers that ran
   ref_cls = out.attentions[used - 1].numpy()[:, :, 0, 1:]  # the [CLS] row of that same layer
   vision = tiny_llava_jax.model.encode_images(jnp.asarray(pixels))
-  states, cls = tiny_llava_jax.model.vision_tower(jnp.asarray(pixels))
+  states, cls, _ = tiny_llava_jax.model.vision_tower(jnp.asarray(pixels))
   assert np.abs(np.asarray(states) - ref_states).max() <= TOL
   assert np.abs(np.asarray(cls) - ref_cls).max() <= TOL
   assert vision.features.shape == (2, TINY_NV, hf.config.text_config.hidden_size)

@@ -206,10 +206,16 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
   path = Path(text).expanduser()
   if path.exists():
     return path
+  if text in registry.LOCAL_PRESETS:
+    local = registry.LOCAL_PRESETS[text]
+    if not local.exists():
+      raise CheckpointError(f"model {text!r}: its shipped checkpoint {local} is missing (run from a source checkout)")
+    return local
   hub_id = registry.PRESETS.get(text, text)
   looks_like_hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", hub_id) is not None and not text.startswith((".", "/"))
   if not looks_like_hub_id:
-    raise CheckpointError(f"checkpoint {text!r} does not exist (known model names: {', '.join(registry.PRESETS)})")
+    known = ", ".join([*registry.PRESETS, *registry.LOCAL_PRESETS])
+    raise CheckpointError(f"unknown model {text!r}: neither a known name ({known}) nor an existing path")
   try:
     from huggingface_hub import snapshot_download
     return Path(snapshot_download(hub_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))

@@ -181,8 +181,9 @@ def row_to_item(
 class DatBench(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """DatBench; config name == capability (`datbench/<capability>/1.0.0/...`), split `test`.
 
-  Rows whose image bytes PIL cannot parse are skipped (with a warning); rows
-  without an image keep `image=b""`. Prepared data is cached: to re-read a
+  Rows whose image bytes PIL cannot parse are kept as they are (with a warning):
+  the eval reports such an item as failed rather than silently shrinking the
+  benchmark. Rows without an image keep `image=b""`. Prepared data is cached: to re-read a
   changed source, delete `<data_dir>/datbench/<capability>`.
   """
 
@@ -221,16 +222,16 @@ class DatBench(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _generate_examples(self, files: list[pathlib.Path]) -> Iterator[tuple[int, dict[str, Any]]]:
     capability = self.builder_config.name
-    skipped: list[str] = []
+    unreadable: list[str] = []
     for index, (path, row) in enumerate(iter_parquet_rows(files)):
       item = row_to_item(row, capability, index, base_dir=path.parent)
       if item["image"] and not common.is_valid_image(item["image"]):
-        skipped.append(item["id"])
-        continue
+        unreadable.append(item["id"])
       yield index, common.encode_item(item)
-    if skipped:
-      shown = ", ".join(skipped[:10]) + (", ..." if len(skipped) > 10 else "")
-      log.warning("datbench:%s: skipped %d row(s) with unreadable images: %s", capability, len(skipped), shown)
+    if unreadable:
+      shown = ", ".join(unreadable[:10]) + (", ..." if len(unreadable) > 10 else "")
+      log.warning("datbench:%s: %d row(s) have unreadable images (the eval reports them as failed): %s",
+                  capability, len(unreadable), shown)
 
 
 def builder(

@@ -59,15 +59,18 @@ class VisionAttention(nnx.Module):
     self.v_proj, self.out_proj = _linear(d, d, dtype, rngs), _linear(d, d, dtype, rngs)
     self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
 
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """x [B, N, D] -> (output [B, N, D], [CLS]->all attention probabilities [B, H, N])."""
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """x [B, N, D] -> (output [B, N, D], [CLS]->all attention probabilities [B, H, N], keys [B, N, Dh]).
+
+    The keys come back averaged over heads: VisionZip measures token similarity with them.
+    """
     b, n, d = x.shape
     split = lambda t: t.reshape(b, n, self.num_heads, self.head_dim)
     q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
     out = jax.nn.dot_product_attention(q, k, v).reshape(b, n, d)
     cls_logits = jnp.einsum("bhd,bnhd->bhn", q[:, 0].astype(jnp.float32), k.astype(jnp.float32))
     cls_probs = jax.nn.softmax(cls_logits * self.head_dim**-0.5, axis=-1)  # [B, H, N]
-    return self.out_proj(out), cls_probs
+    return self.out_proj(out), cls_probs, jnp.mean(k, axis=2)
 
 
 class VisionLayer(nnx.Module):
@@ -81,11 +84,11 @@ class VisionLayer(nnx.Module):
     self.fc2 = _linear(cfg.intermediate_size, d, dtype, rngs)
     self.act = activation(cfg.hidden_act)
 
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    attended, cls_probs = self.self_attn(self.layer_norm1(x))
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    attended, cls_probs, keys = self.self_attn(self.layer_norm1(x))
     x = x + attended
     x = x + self.fc2(self.act(self.fc1(self.layer_norm2(x))))
-    return x, cls_probs
+    return x, cls_probs, keys
 
 
 class VisionTower(nnx.Module):
@@ -99,13 +102,14 @@ class VisionTower(nnx.Module):
                                       param_dtype=dtype, rngs=rngs)
     self.layers = nnx.List([VisionLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(num_layers_used)])
 
-  def __call__(self, pixels: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-    """pixels [B, C, H, W] -> (hidden [B, N, D] after the last built layer, [CLS]->patch attention [B, H, Np]).
+  def __call__(self, pixels: jax.Array) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+    """pixels [B, C, H, W] -> (hidden [B, N, D] after the last built layer, that layer's [CLS]->patch
+    attention [B, H, Np] and head-averaged keys [B, N, Dh]).
 
-    The attention row is None when no encoder layer runs (feature layer 0 = the embeddings).
+    The last two are None when no encoder layer runs (feature layer 0 = the embeddings).
     """
     x = self.pre_layrnorm(self.embeddings(pixels))
-    cls_probs = None
+    cls_probs = keys = None
     for layer in self.layers:
-      x, cls_probs = layer(x)
-    return x, (None if cls_probs is None else cls_probs[:, :, 1:])
+      x, cls_probs, keys = layer(x)
+    return x, (None if cls_probs is None else cls_probs[:, :, 1:]), keys

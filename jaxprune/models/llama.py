@@ -31,6 +31,7 @@ class Tokens:
   valid: jax.Array  # [B, L] bool, False at padding
   image: jax.Array  # [B, L] bool, True at visual tokens
   query: jax.Array  # [B, L] bool, True at the question tokens (the text that text-aware scorers use)
+  patch: jax.Array  # [B, L] int32, which visual token of the image (grid cell) this is; -1 for text
 
   @property
   def length(self) -> int:
@@ -55,7 +56,9 @@ class KVCache:
   keys: tuple[jax.Array, ...]  # per layer [B, S_g, G, Dh]
   values: tuple[jax.Array, ...]  # per layer [B, S_g, G, Dh]
   slot_valid: tuple[jax.Array, ...]  # per group [B, S_g] bool
-  next_position: jax.Array  # [B] int32, RoPE position of the next token
+  # per group [B] int32, RoPE position of the next token. Groups differ when a stage renumbers positions:
+  # layers before it saw the original ids, layers after it the renumbered ones.
+  next_position: tuple[jax.Array, ...]
   step: jax.Array  # [] int32, decode steps taken so far
   group_of_layer: tuple[int, ...] = flax.struct.field(pytree_node=False)
   prefill_lengths: tuple[int, ...] = flax.struct.field(pytree_node=False)  # per group
@@ -235,7 +238,7 @@ class LlamaModel(nnx.Module):
     bad = [k for k in prune_points if not 0 <= k < self.config.num_layers]
     if bad:
       raise ValueError(f"prune point at layer {bad[0]} is outside [0, {self.config.num_layers})")
-    keys, values, slot_valid, group_of_layer, lengths = [], [], [], [], []
+    keys, values, slot_valid, group_of_layer, lengths, next_position = [], [], [], [], [], []
     trace = None
     for i, layer in enumerate(self.layers):
       if i in prune_points:
@@ -247,6 +250,8 @@ class LlamaModel(nnx.Module):
         mask = causal[None, None] & tokens.valid[:, None, None, :]  # [B, 1, L, L]
         slot_valid.append(jnp.pad(tokens.valid, ((0, 0), (0, extra_slots))))
         lengths.append(n)
+        last = jnp.max(jnp.where(tokens.valid, tokens.positions, -1), axis=1)  # [B]
+        next_position.append((last + 1).astype(jnp.int32))
       h, (k, v), q = layer(tokens.hidden, cos, sin, mask)
       tokens = tokens.replace(hidden=h)
       trace = LayerTrace(queries=q, keys=k)
@@ -254,15 +259,15 @@ class LlamaModel(nnx.Module):
       keys.append(jnp.pad(k, pad))
       values.append(jnp.pad(v, pad))
       group_of_layer.append(len(lengths) - 1)
-    next_position = jnp.max(jnp.where(tokens.valid, tokens.positions, -1), axis=1) + 1  # [B]
-    cache = KVCache(tuple(keys), tuple(values), tuple(slot_valid), next_position.astype(jnp.int32),
+    cache = KVCache(tuple(keys), tuple(values), tuple(slot_valid), tuple(next_position),
                     jnp.zeros((), jnp.int32), tuple(group_of_layer), tuple(lengths))
     return self.norm(tokens.hidden), cache, tokens
 
   def decode(self, ids: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
     """One cached step: ids [B] -> (logits [B, V], cache with the step appended to every layer)."""
     x = self.embed(ids[:, None])  # [B, 1, D]
-    cos, sin = rope_tables(cache.next_position[:, None], rope_inverse_frequencies(self.config))
+    inv_freq = rope_inverse_frequencies(self.config)
+    rope = [rope_tables(p[:, None], inv_freq) for p in cache.next_position]  # per group (cos, sin)
     slots = tuple(cache.prefill_lengths[g] + cache.step for g in range(len(cache.prefill_lengths)))
     slot_valid = tuple(jax.lax.dynamic_update_slice_in_dim(m, jnp.ones((m.shape[0], 1), bool), s, axis=1)
                        for m, s in zip(cache.slot_valid, slots))
@@ -270,11 +275,11 @@ class LlamaModel(nnx.Module):
     for i, layer in enumerate(self.layers):
       g = cache.group_of_layer[i]
       mask = slot_valid[g][:, None, None, :]  # [B, 1, 1, S_g]
-      x, (k, v), _ = layer(x, cos, sin, mask, (cache.keys[i], cache.values[i]), slots[g])
+      x, (k, v), _ = layer(x, *rope[g], mask, (cache.keys[i], cache.values[i]), slots[g])
       keys.append(k)
       values.append(v)
     cache = cache.replace(keys=tuple(keys), values=tuple(values), slot_valid=slot_valid,
-                          next_position=cache.next_position + 1, step=cache.step + 1)
+                          next_position=tuple(p + 1 for p in cache.next_position), step=cache.step + 1)
     return self.logits(self.norm(x[:, 0])), cache
 
 
@@ -283,4 +288,6 @@ def make_tokens(hidden: jax.Array, valid: jax.Array, image: jax.Array, query: ja
   positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
   if query is None:  # default query: every real text token
     query = valid & ~image
-  return Tokens(hidden=hidden, positions=positions, valid=valid, image=image, query=query)
+  patch = jnp.where(image, jnp.cumsum(image, axis=1) - 1, -1).astype(jnp.int32)
+  return Tokens(hidden=hidden, positions=positions, valid=valid, image=image, query=query & valid & ~image,
+                patch=patch)

@@ -26,6 +26,7 @@ class VisionOutputs:
   features: jax.Array  # [B, Nv, D] projector outputs, the LLM's visual tokens
   tower_states: jax.Array  # [B, Nv, Dv] tower states of the selected layer (same tokens)
   cls_attention: jax.Array | None  # [B, H, Np] [CLS]->patch attention of the selected layer
+  keys: jax.Array | None  # [B, Nv, Dh] that layer's attention keys, mean over heads (VisionZip similarity)
 
 
 class Projector(nnx.Module):
@@ -51,10 +52,10 @@ class Llava(nnx.Module):
 
   def encode_images(self, pixels: jax.Array) -> VisionOutputs:
     """pixels [B, C, H, W] -> visual tokens and the signals vision-side scorers read."""
-    states, cls_attention = self.vision_tower(pixels)  # [B, N, Dv]
+    states, cls_attention, keys = self.vision_tower(pixels)  # [B, N, Dv]
     if self.config.vision_feature_select_strategy == "default":
-      states = states[:, 1:]  # drop [CLS]
-    return VisionOutputs(self.projector(states), states, cls_attention)
+      states, keys = states[:, 1:], (None if keys is None else keys[:, 1:])  # drop [CLS]
+    return VisionOutputs(self.projector(states), states, cls_attention, keys)
 
   def input_tokens(self, ids: jax.Array, valid: jax.Array, pixels: jax.Array | None,
                    query: jax.Array | None = None) -> tuple[Tokens, VisionOutputs | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from jaxprune.convert import weight_maps
@@ -35,6 +36,13 @@ PRESETS: dict[str, str] = {
     "llava": "llava-hf/llava-1.5-7b-hf",
     "llava-7b": "llava-hf/llava-1.5-7b-hf",
     "llava-13b": "llava-hf/llava-1.5-13b-hf",
+}
+
+
+# Checkpoints shipped in this repository's checkpoints/ folder (available from a source checkout).
+CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
+LOCAL_PRESETS: dict[str, Path] = {
+    "llava-easyvqa": CHECKPOINTS_DIR / "llava-easyvqa",
 }
 
 

@@ -1,0 +1,39 @@
+"""Prompt construction shared by training and evaluation, so both see token-for-token the same prompts.
+
+LLaVA-1.5's conversation format: `USER: <image>\\n{question} ASSISTANT:`. The `<image>` placeholder becomes
+Nv image tokens (as HF's LlavaProcessor expands it). A blind prompt (DatBench's text-only control) removes
+the image from the prompt entirely — no placeholder, no pixels — rather than showing a blank image.
+Pieces are tokenized separately so the question's token span is known exactly: text-aware scorers
+(`latesim`, `fastv[query=question]`) read those tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+USER, ASSISTANT = "USER:", "ASSISTANT:"
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+  ids: list[int]
+  question_span: tuple[int, int]  # [start, end) of the question tokens in ids
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+  return list(tokenizer.encode(text, add_special_tokens=False)) if text else []
+
+
+def build_prompt(tokenizer, question: str, *, image_token_id: int | None, num_image_tokens: int,
+                 bos: bool = True) -> Prompt:
+  """Token ids of `USER: <image>\\n{question} ASSISTANT:`; image_token_id=None builds the blind prompt."""
+  ids = [tokenizer.bos_token_id] if bos and tokenizer.bos_token_id is not None else []
+  ids += _encode(tokenizer, USER)
+  if image_token_id is not None:
+    ids += [image_token_id] * num_image_tokens
+  ids += _encode(tokenizer, "\n")
+  start = len(ids)
+  ids += _encode(tokenizer, question.strip())
+  end = len(ids)
+  ids += _encode(tokenizer, " " + ASSISTANT)
+  return Prompt(ids, (start, end))
