@@ -59,6 +59,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p.add_argument("--time-batches", type=int, default=3, help="batches per config whose prefill is timed")
   p.add_argument("--data-dir", default=None, help="where prepared tfds data lives")
   p.add_argument("--datbench-dir", default=None, help="local copy of DatBench's parquet files")
+  p.add_argument("--mesh", default=None, metavar="data=N,model=M",
+                 help="device mesh (default: every device on data, model-sharded only if weights do not fit)")
+  p.add_argument("--distributed", action="store_true", help="multi-host: call jax.distributed.initialize()")
   p.add_argument("--no-plots", action="store_true")
   args = p.parse_args(argv)
   if args.batch_size < 1:
@@ -131,8 +134,8 @@ def _config_key(plan) -> str:
 class SampleLog:
   """samples.jsonl: one JSON line per (task, config, item), appended and fsynced per batch."""
 
-  def __init__(self, path: Path):
-    self.path = path
+  def __init__(self, path: Path, writer: bool = True):
+    self.path, self.writer = path, writer
     self.records: dict[tuple[str, str, str], dict] = {}
     if path.exists():
       good = 0
@@ -144,17 +147,21 @@ class SampleLog:
             break  # a line cut by a kill: drop it and everything after
           self.records[(rec["task"], rec["config"], rec["id"])] = rec
           good += len(line)
-      with path.open("r+b") as f:
-        f.truncate(good)
+      if writer:
+        with path.open("r+b") as f:
+          f.truncate(good)
 
   def done(self, task: str, config: str, item_id: str) -> bool:
     return (task, config, item_id) in self.records
 
   def append(self, records: list[dict]) -> None:
+    for rec in records:
+      self.records[(rec["task"], rec["config"], rec["id"])] = rec
+    if not self.writer:
+      return  # every process holds the gathered records; only process 0 writes them
     with self.path.open("a") as f:
       for rec in records:
         f.write(json.dumps(rec) + "\n")
-        self.records[(rec["task"], rec["config"], rec["id"])] = rec
       f.flush()
       os.fsync(f.fileno())
 
@@ -182,12 +189,12 @@ class Runner:
   batch_size: int
 
   @classmethod
-  def load(cls, model: str, *, dtype, max_new_tokens: int, bucket: int, batch_size: int) -> "Runner":
+  def load(cls, model: str, *, dtype, max_new_tokens: int, bucket: int, batch_size: int, mesh) -> "Runner":
     from transformers import AutoTokenizer
     from jaxprune.convert.hf import load_model
     from jaxprune.generate import Generator
     from jaxprune.models.config import LlavaConfig
-    loaded = load_model(model, dtype=dtype)
+    loaded = load_model(model, dtype=dtype, mesh=mesh)
     if not isinstance(loaded.config, LlavaConfig):
       raise EvalError(f"--model {model}: a {loaded.family.name} model has no vision tower; the eval needs a VLM")
     try:
@@ -202,7 +209,8 @@ class Runner:
     eos = {tokenizer.eos_token_id, loaded.config.text.eos_token_id} - {None}
     eos = {e for x in eos for e in (x if isinstance(x, tuple) else (x,))}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    generator = Generator(loaded.model, max_new_tokens=max_new_tokens, eos_ids=tuple(sorted(eos)), pad_id=pad)
+    generator = Generator(loaded.model, max_new_tokens=max_new_tokens, eos_ids=tuple(sorted(eos)), pad_id=pad,
+                          mesh=mesh)
     return cls(loaded, tokenizer, processor, generator, bucket, batch_size)
 
   @property
@@ -250,7 +258,7 @@ class Runner:
         return prefill(nnx.merge(graphdef, state), (ids, valid, pixels, query), extra_slots=0,
                        prune_points_fn=pruner)[0]
       self._prefill = jax.jit(run, static_argnums=5)
-    args = (self.generator.state, batch.ids, batch.valid, batch.pixels, batch.query, pruner)
+    args = (self.generator.state, *self.generator.device_arrays(batch), pruner)
     jax.block_until_ready(self._prefill(*args))
     start = time.perf_counter()
     jax.block_until_ready(self._prefill(*args))
@@ -278,6 +286,7 @@ def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plan
   from jaxprune.metrics import score_item
   from jaxprune.prune.pipeline import Pruner
   from jaxprune.prune.select import kept_map
+  from jaxprune.sharding import to_host
   cfg, nv = runner.config, runner.config.num_image_tokens
   side = cfg.vision.image_size // cfg.vision.patch_size
   itemsize = runner.loaded.model.language_model.embed_tokens.embedding[...].dtype.itemsize  # KV cache dtype
@@ -307,8 +316,8 @@ def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plan
         pixels = runner.pixels(images) if images else None
         batch = runner.batch(prompts, pixels)
         out = runner.generator(batch, prune_points_fn=pruner)
-        answers = runner.decode(np.asarray(out["tokens"])[:len(ok)])
-        maps = np.asarray(kept_map(out["kept"], nv))[:len(ok)] if pixels is not None else None
+        answers = runner.decode(to_host(out["tokens"])[:len(ok)])  # padding items never reach the results
+        maps = to_host(kept_map(out["kept"], nv))[:len(ok)] if pixels is not None else None
         batch_ms = None
         if timed < args.time_batches:
           batch_ms, timed = runner.time_prefill(batch, pruner), timed + 1
@@ -393,8 +402,20 @@ def run(args) -> dict:
       raise EvalError(f"--drop-blind {args.drop_blind}: cannot read ({type(e).__name__})") from None
     drop = {(task, i) for task, ids in drop_file.get("correct", {}).items() for i in ids}
 
+  import jax
+  from jaxprune.sharding import auto_mesh_sizes, make_mesh, parse_mesh
+  try:
+    sizes = parse_mesh(args.mesh, jax.device_count()) if args.mesh else auto_mesh_sizes(args.model, args.dtype)
+  except ValueError as e:
+    raise EvalError(str(e)) from None
+  if args.batch_size % sizes["data"]:
+    rounded = -(-args.batch_size // sizes["data"]) * sizes["data"]
+    print(f"note: --batch-size {args.batch_size} rounded up to {rounded} to divide over {sizes['data']} data "
+          f"shards (padding items are masked out)", file=sys.stderr)
+    args.batch_size = rounded
+  mesh = make_mesh(sizes)
   runner = Runner.load(args.model, dtype=args.dtype, max_new_tokens=args.max_new_tokens, bucket=args.bucket,
-                       batch_size=args.batch_size)
+                       batch_size=args.batch_size, mesh=mesh)
   plans, notes = build_grid(args, runner.config)
   for note in notes:
     print(f"note: {note}", file=sys.stderr)
@@ -402,8 +423,10 @@ def run(args) -> dict:
   run_file = out / "run.json"
   if run_file.exists() and json.loads(run_file.read_text()) != header:
     raise EvalError(f"--output-path {out}: holds samples of a different run ({run_file}); choose another directory")
-  run_file.write_text(json.dumps(header))
-  log = SampleLog(out / "samples.jsonl")
+  writer = jax.process_index() == 0
+  if writer:
+    run_file.write_text(json.dumps(header))
+  log = SampleLog(out / "samples.jsonl", writer=writer)
 
   datasets = {}
   for task in tasks:
@@ -429,7 +452,9 @@ def run(args) -> dict:
       rows.append(summarise(task, config, records, len(all_items), nv, args.seed))
   side = runner.config.vision.image_size // runner.config.vision.patch_size
   results = {"model": args.model, "num_visual": nv, "grid": [side, side] if side * side == nv else None,
-             "command": "python -m jaxprune.eval " + " ".join(args.argv), "rows": rows}
+             "command": "python -m jaxprune.eval " + " ".join(args.argv), "mesh": sizes, "rows": rows}
+  if not writer:
+    return results
   (out / "results.json").write_text(json.dumps(results, indent=1))
   if args.blind:
     correct = {task: sorted(i for (t, c, i), r in log.records.items() if t == task and c == BLIND and r["correct"])
@@ -448,11 +473,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     args = parse_args(argv)
     args.argv = argv
+    from jaxprune.sharding import initialize_distributed
+    initialize_distributed(args.distributed)  # before anything touches a JAX backend
     results = run(args)
   except (EvalError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   out = Path(args.output_path)
+  import jax
+  if jax.process_index() != 0:
+    return 0
   try:
     from jaxprune import report
     print(report.summary_table(results))

@@ -119,8 +119,12 @@ class Generator:
   """Compiled greedy generation for one model. `compiles` counts traces (one per bucket × plan × size)."""
 
   def __init__(self, model: nnx.Module, *, max_new_tokens: int = 32, eos_ids: Sequence[int] = (),
-               pad_id: int = 0):
+               pad_id: int = 0, mesh=None):
     self.graphdef, self.state = nnx.split(model)
+    self.mesh = mesh  # with a mesh: batch sharded on "data", weights placed by jaxprune.sharding's rules
+    if mesh is not None:
+      from jaxprune.sharding import shard_model_state
+      self.state = shard_model_state(self.state, mesh)
     self.max_new_tokens = max_new_tokens
     self.eos_ids = tuple(int(e) for e in eos_ids)
     self.pad_id = pad_id
@@ -140,8 +144,18 @@ class Generator:
                keep_logits: bool = False) -> dict:
     """-> {"tokens": [B, T] int32 (pad after EOS), "logits": [B, T, V] | None, "kept": final Tokens (no hidden),
     "kv_bytes": int}."""
-    return self._run(self.state, batch.ids, batch.valid, batch.pixels, batch.query,
-                     prune_points_fn=prune_points_fn, keep_logits=keep_logits)
+    return self._run(self.state, *self.device_arrays(batch), prune_points_fn=prune_points_fn,
+                     keep_logits=keep_logits)
+
+  def device_arrays(self, batch: Batch) -> tuple:
+    """(ids, valid, pixels, query): host arrays, or global arrays sharded on the mesh's data axis."""
+    arrays = (batch.ids, batch.valid, batch.pixels, batch.query)
+    if self.mesh is None:
+      return arrays
+    if batch.size % self.mesh.shape["data"]:
+      raise ValueError(f"batch of {batch.size} does not divide over the mesh's {self.mesh.shape['data']} data shards")
+    from jaxprune.sharding import put_batch
+    return put_batch(arrays, self.mesh)
 
 
 def trim_at_eos(tokens: np.ndarray, eos_ids: Sequence[int]) -> list[list[int]]:

@@ -58,8 +58,12 @@ _INVERSE = {weight_maps.linear: weight_maps.linear, weight_maps.conv: lambda w: 
 
 
 def fill_state(family: registry.Family, cfg: Any, tensors: Iterable[tuple[str, Any]], dtype: jnp.dtype,
-               source: str) -> nnx.Module:
-  """Map HF tensors through the family's rules into an abstract model; return the concrete model."""
+               source: str, placement=None) -> nnx.Module:
+  """Map HF tensors through the family's rules into an abstract model; return the concrete model.
+
+  `placement(path, shape) -> Sharding` puts each weight straight onto its shards (host -> devices), so a
+  model larger than one device's memory never passes through a single device.
+  """
   graphdef, state = nnx.split(_abstract_model(family, cfg, dtype))
   expected = {_path_str(p): v for p, v in nnx.to_flat_state(state)}
   rules = [(re.compile(rx), target, fn) for rx, target, fn in family.weight_map]
@@ -83,7 +87,8 @@ def fill_state(family: registry.Family, cfg: Any, tensors: Iterable[tuple[str, A
       implied = _INVERSE.get(fn, lambda w: w)(np.empty(want, np.int8)).shape
       raise CheckpointError(f"{source}: weight {key!r} has shape {tuple(array.shape)} but config.json implies "
                             f"{tuple(implied)}")
-    values[target] = jnp.asarray(fn(array) if fn else array, dtype=expected[target].dtype)
+    array = np.asarray(fn(array) if fn else array).astype(expected[target].dtype)
+    values[target] = jax.device_put(array, placement(target, want)) if placement else jnp.asarray(array)
   missing = sorted(set(expected) - set(values))
   if missing:
     raise CheckpointError(f"{source}: checkpoint is missing {len(missing)} weight(s) the model needs, "
@@ -139,14 +144,14 @@ def _config(hf_config: Mapping, source: str) -> tuple[registry.Family, Any]:
     raise CheckpointError(f"{source}: config.json lacks key {e.args[0]!r}") from None
 
 
-def load_hf_dir(path: Path, dtype: jnp.dtype) -> Loaded:
+def load_hf_dir(path: Path, dtype: jnp.dtype, placement=None) -> Loaded:
   hf_config = read_hf_config(path)
   family, cfg = _config(hf_config, str(path / "config.json"))
-  model = fill_state(family, cfg, iter_safetensors(path), dtype, str(path))
+  model = fill_state(family, cfg, iter_safetensors(path), dtype, str(path), placement)
   return Loaded(model, cfg, hf_config, family, path)
 
 
-def load_gguf(file: Path, dtype: jnp.dtype) -> Loaded:
+def load_gguf(file: Path, dtype: jnp.dtype, placement=None) -> Loaded:
   """GGUF goes through transformers' GGUF reader (dequantised to float32 torch tensors)."""
   from transformers import AutoModelForCausalLM
   import torch
@@ -154,7 +159,7 @@ def load_gguf(file: Path, dtype: jnp.dtype) -> Loaded:
   hf_config = hf.config.to_dict()
   family, cfg = _config(hf_config, str(file))
   tensors = ((k, v.detach().numpy()) for k, v in hf.state_dict().items())
-  return Loaded(fill_state(family, cfg, tensors, dtype, str(file)), cfg, hf_config, family, file.parent)
+  return Loaded(fill_state(family, cfg, tensors, dtype, str(file), placement), cfg, hf_config, family, file.parent)
 
 
 # --------------------------------------------------------------------------------------------- orbax
@@ -178,7 +183,7 @@ def save_orbax(loaded: Loaded, out: str | os.PathLike, *, tokenizer_source: Path
   return out
 
 
-def load_orbax(path: Path, dtype: jnp.dtype | None) -> Loaded:
+def load_orbax(path: Path, dtype: jnp.dtype | None, placement=None) -> Loaded:
   import orbax.checkpoint as ocp
   meta = json.loads((path / MARKER).read_text())
   if not (path / "params").is_dir():
@@ -187,6 +192,10 @@ def load_orbax(path: Path, dtype: jnp.dtype | None) -> Loaded:
   family, cfg = _config(hf_config, str(path / "config.json"))
   dtype = dtype or jnp.dtype(meta["dtype"])
   graphdef, abstract = nnx.split(_abstract_model(family, cfg, jnp.dtype(meta["dtype"])))
+  if placement is not None:  # orbax restores each array directly onto its shards
+    flat = [(p, v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=placement(_path_str(p), v.shape))))
+            for p, v in nnx.to_flat_state(abstract)]
+    abstract = nnx.from_flat_state(flat)
   try:
     with ocp.StandardCheckpointer() as ckpt:
       state = ckpt.restore(path / "params", abstract)
@@ -198,6 +207,18 @@ def load_orbax(path: Path, dtype: jnp.dtype | None) -> Loaded:
 
 
 # ---------------------------------------------------------------------------------------------- entry
+
+
+def abstract_state_of(name_or_path: str | os.PathLike, dtype: jnp.dtype | str | None):
+  """Shapes and dtypes of a checkpoint's parameters (no weights read), or None when unknowable cheaply."""
+  path = resolve(name_or_path)
+  if not (path / "config.json").exists():
+    return None
+  if dtype is None and (path / MARKER).exists():
+    dtype = json.loads((path / MARKER).read_text())["dtype"]
+  family, cfg = _config(read_hf_config(path), str(path / "config.json"))
+  return nnx.state(_abstract_model(family, cfg, jnp.dtype(dtype or jnp.bfloat16)))
+
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:
@@ -224,22 +245,27 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
                           f"pass a local directory instead") from None
 
 
-def load_model(name_or_path: str | os.PathLike, *, dtype: jnp.dtype | str | None = None) -> Loaded:
+def load_model(name_or_path: str | os.PathLike, *, dtype: jnp.dtype | str | None = None, mesh=None) -> Loaded:
   """Load any supported checkpoint.
 
   `dtype` is the parameter and compute dtype; None means as stored for an orbax checkpoint and bfloat16
-  (the default for real models) for Hugging Face and GGUF sources.
+  (the default for real models) for Hugging Face and GGUF sources. With a `mesh`, every weight is placed
+  straight onto its shards by `jaxprune.sharding`'s rules.
   """
+  placement = None
+  if mesh is not None:
+    from jaxprune.sharding import sharding_for
+    placement = sharding_for(mesh)
   dtype = None if dtype is None else jnp.dtype(dtype)
   path = resolve(name_or_path)
   if path.is_file():
     if path.suffix == ".gguf":
-      return load_gguf(path, dtype or jnp.bfloat16)
+      return load_gguf(path, dtype or jnp.bfloat16, placement)
     raise CheckpointError(f"{path}: not a checkpoint (expected a directory or a .gguf file)")
   if (path / MARKER).exists():
-    return load_orbax(path, dtype)
+    return load_orbax(path, dtype, placement)
   if not (path / "config.json").exists():
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:
-      return load_gguf(ggufs[0], dtype or jnp.bfloat16)
-  return load_hf_dir(path, dtype or jnp.bfloat16)
+      return load_gguf(ggufs[0], dtype or jnp.bfloat16, placement)
+  return load_hf_dir(path, dtype or jnp.bfloat16, placement)

@@ -47,8 +47,10 @@ class VisionEmbeddings(nnx.Module):
     return x + self.position_embedding.embedding[...][None].astype(x.dtype)
 
 
-def _linear(n_in: int, n_out: int, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Linear:
-  return nnx.Linear(n_in, n_out, dtype=dtype, param_dtype=dtype, rngs=rngs)
+def _linear(n_in: int, n_out: int, dtype: jnp.dtype, rngs: nnx.Rngs, *, f32_out: bool = False) -> nnx.Linear:
+  """`f32_out` for row-parallel layers: see `jaxprune.models.llama._linear`."""
+  return nnx.Linear(n_in, n_out, dtype=dtype, param_dtype=dtype, rngs=rngs,
+                    preferred_element_type=jnp.float32 if f32_out else None)
 
 
 class VisionAttention(nnx.Module):
@@ -56,7 +58,7 @@ class VisionAttention(nnx.Module):
   def __init__(self, cfg: VisionConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
     d = cfg.hidden_size
     self.q_proj, self.k_proj = _linear(d, d, dtype, rngs), _linear(d, d, dtype, rngs)
-    self.v_proj, self.out_proj = _linear(d, d, dtype, rngs), _linear(d, d, dtype, rngs)
+    self.v_proj, self.out_proj = _linear(d, d, dtype, rngs), _linear(d, d, dtype, rngs, f32_out=True)
     self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -70,7 +72,7 @@ class VisionAttention(nnx.Module):
     out = jax.nn.dot_product_attention(q, k, v).reshape(b, n, d)
     cls_logits = jnp.einsum("bhd,bnhd->bhn", q[:, 0].astype(jnp.float32), k.astype(jnp.float32))
     cls_probs = jax.nn.softmax(cls_logits * self.head_dim**-0.5, axis=-1)  # [B, H, N]
-    return self.out_proj(out), cls_probs, jnp.mean(k, axis=2)
+    return self.out_proj(out).astype(x.dtype), cls_probs, jnp.mean(k, axis=2)
 
 
 class VisionLayer(nnx.Module):
@@ -81,13 +83,13 @@ class VisionLayer(nnx.Module):
     self.self_attn = VisionAttention(cfg, dtype=dtype, rngs=rngs)
     self.layer_norm2 = nnx.LayerNorm(d, epsilon=eps, dtype=dtype, param_dtype=dtype, rngs=rngs)
     self.fc1 = _linear(d, cfg.intermediate_size, dtype, rngs)
-    self.fc2 = _linear(cfg.intermediate_size, d, dtype, rngs)
+    self.fc2 = _linear(cfg.intermediate_size, d, dtype, rngs, f32_out=True)
     self.act = activation(cfg.hidden_act)
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     attended, cls_probs, keys = self.self_attn(self.layer_norm1(x))
     x = x + attended
-    x = x + self.fc2(self.act(self.fc1(self.layer_norm2(x))))
+    x = x + self.fc2(self.act(self.fc1(self.layer_norm2(x)))).astype(x.dtype)
     return x, cls_probs, keys
 
 

@@ -128,8 +128,12 @@ class RMSNorm(nnx.Module):
     return self.weight[...] * normed.astype(x.dtype)
 
 
-def _linear(n_in: int, n_out: int, bias: bool, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Linear:
-  return nnx.Linear(n_in, n_out, use_bias=bias, dtype=dtype, param_dtype=dtype, rngs=rngs)
+def _linear(n_in: int, n_out: int, bias: bool, dtype: jnp.dtype, rngs: nnx.Rngs, *, f32_out: bool = False):
+  """`f32_out` for row-parallel layers (input features sharded over "model"): partial sums are reduced across
+  shards in float32 and rounded to `dtype` once by the caller, so a bf16 model gives the same answers under
+  tensor parallelism as on one device."""
+  return nnx.Linear(n_in, n_out, use_bias=bias, dtype=dtype, param_dtype=dtype, rngs=rngs,
+                    preferred_element_type=jnp.float32 if f32_out else None)
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
@@ -148,7 +152,7 @@ class Attention(nnx.Module):
     self.q_proj = _linear(d, h * dh, cfg.attention_bias, dtype, rngs)
     self.k_proj = _linear(d, g * dh, cfg.attention_bias, dtype, rngs)
     self.v_proj = _linear(d, g * dh, cfg.attention_bias, dtype, rngs)
-    self.o_proj = _linear(h * dh, d, False, dtype, rngs)
+    self.o_proj = _linear(h * dh, d, False, dtype, rngs, f32_out=True)
     self.num_heads, self.num_kv_heads, self.head_dim = h, g, dh
 
   def project(self, x: jax.Array, cos: jax.Array, sin: jax.Array):
@@ -161,7 +165,7 @@ class Attention(nnx.Module):
 
   def output(self, attended: jax.Array) -> jax.Array:
     b, n = attended.shape[:2]
-    return self.o_proj(attended.reshape(b, n, self.num_heads * self.head_dim))
+    return self.o_proj(attended.reshape(b, n, self.num_heads * self.head_dim)).astype(attended.dtype)
 
 
 class MLP(nnx.Module):
@@ -170,10 +174,10 @@ class MLP(nnx.Module):
     d, f = cfg.hidden_size, cfg.intermediate_size
     self.gate_proj = _linear(d, f, cfg.mlp_bias, dtype, rngs)
     self.up_proj = _linear(d, f, cfg.mlp_bias, dtype, rngs)
-    self.down_proj = _linear(f, d, cfg.mlp_bias, dtype, rngs)
+    self.down_proj = _linear(f, d, cfg.mlp_bias, dtype, rngs, f32_out=True)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x)).astype(x.dtype)
 
 
 class DecoderLayer(nnx.Module):

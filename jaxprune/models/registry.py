@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from jaxprune.convert import weight_maps
-from jaxprune.models.config import LlavaConfig, TextConfig
+from jaxprune.models.config import LlavaConfig, TextConfig, VisionConfig
 from jaxprune.models.llama import LlamaModel
 from jaxprune.models.llava import Llava
 
@@ -38,6 +38,16 @@ PRESETS: dict[str, str] = {
     "llava-13b": "llava-hf/llava-1.5-13b-hf",
 }
 
+
+# Architecture shapes of known checkpoints, for abstract planning and benchmarks (no weights involved).
+LLAVA_15_7B = LlavaConfig(
+    text=TextConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_layers=32, num_heads=32,
+                    num_kv_heads=32, head_dim=128, rms_norm_eps=1e-5, rope_theta=10000.0,
+                    max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+    vision=VisionConfig(hidden_size=1024, intermediate_size=4096, num_layers=24, num_heads=16, image_size=336,
+                        patch_size=14),
+    image_token_id=32000,
+)
 
 # Checkpoints shipped in this repository's checkpoints/ folder (available from a source checkout).
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "checkpoints"

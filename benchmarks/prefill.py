@@ -1,0 +1,551 @@
+"""jaxprune vs Hugging Face PyTorch, pruned vs unpruned vs the FLOPs bound: prefill and decode timings.
+
+    python benchmarks/prefill.py --config cpu-small [--runs 10] [--decode-steps 16]
+    python benchmarks/prefill.py --config llava-7b          # a GPU box (refuses without one unless --force)
+
+One model config, one batch. A transformers `LlavaForConditionalGeneration` is built with random init from the
+config in the run's dtype (`attn_implementation="sdpa"`), and its state_dict is converted into jaxprune with
+`jaxprune.convert.hf.fill_state` (LLaVA family), so both frameworks run identical weights on identical inputs:
+the same left-padded [B, L] batch (L bucketed to a multiple of 64), with explicit position ids on the HF side
+so its logits match (the max |diff| of the first-step logits is printed as a check).
+
+What is timed (median of `--runs` after a compile/warm-up call and one more warm-up call; runs are taken
+round-robin over all rows so that load from other processes on a shared machine hits every row alike):
+- prefill: HF = one forward over the prompt (`use_cache=True`, `logits_to_keep=1`); jaxprune = one jitted
+  prefill (vision tower, projector, merge, decoder with the plan's prune points, last-position logits, cache).
+- decode: `--decode-steps` N cached steps starting from the prefill's logits. HF = a manual greedy loop with
+  `past_key_values` (not `generate`), on a fresh copy of the prefill cache each run (the copy is not timed);
+  jaxprune = one jitted `greedy_decode` (N `decode` calls in a `while_loop`, cache not donated, so XLA copies it
+  once per call).
+- scoring + selection: each plan's prune point (scores, top-k/merge, gather of every Tokens field) jitted on its
+  own over the real Tokens entering layer K (and, for FastV, the real post-RoPE q/k of layer K-1), as
+  benchmarks/prune_overhead.py does; its share is relative to the unpruned jaxprune prefill.
+Compile time = first call minus the steady-state median (for torch: first-call overhead, no compile).
+All timings are device-synchronised (`jax.block_until_ready`; torch CPU is synchronous, CUDA is synchronised).
+
+Memory is labelled by what was measured: on GPU, `torch.cuda.max_memory_allocated` and jax's process-wide
+`peak_bytes_in_use` (both include weights); on CPU, the peak RSS above the pre-call RSS during one steady-state
+call (Linux `clear_refs`/`VmHWM`; allocator caching can hide reuse). Per jaxprune program the compiler's
+`memory_analysis()` temp bytes are reported too. FLOPs come from `jaxprune.cost.prefill_flops` (vision included,
+lm_head on the last position) at the bucketed length; MFU uses `--peak-tflops`, by default measured by timing
+a large jitted matmul in the run's dtype on the device. Ratios are measured in one run: compare within a run.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the GPU with jax in this process
+
+import argparse
+import copy
+import dataclasses
+import datetime
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxprune import cost
+from jaxprune.convert.hf import fill_state
+from jaxprune.generate import Batch, greedy_decode, pad_batch, prefill
+from jaxprune.models import registry
+from jaxprune.models.config import LlavaConfig
+from jaxprune.prune.pipeline import Pruner
+from jaxprune.prune.plan import PrunePlan
+
+PLANS = ["latesim@2:64", "latesim@16:64", "fastv@2:64", "visionzip@0:64", "divprune@0:64"]
+NUM_TEXT = (36, 44)  # text tokens per prompt (bos + system before the image, question after): L ~ 620 -> 640
+BUCKET = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """A benchmark config: HF sub-config dicts plus the batch, dtype and where it is meant to run."""
+
+  text: dict
+  vision: dict
+  image_token_id: int
+  tie_word_embeddings: bool
+  batch: int
+  dtype: str
+  device: str  # "cpu" or "gpu"
+  jax_torch_target: float  # jaxprune unpruned prefill speed / HF PyTorch's
+  mfu_target: float | None  # prefill MFU target (GPU only)
+
+
+CONFIGS: dict[str, Spec] = {
+    # SmolLM2-135M-sized decoder + CLIP-B/14-336-sized tower.
+    "cpu-small": Spec(
+        text=dict(model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                  num_attention_heads=9, num_key_value_heads=3, rms_norm_eps=1e-5, rope_theta=100000.0,
+                  max_position_embeddings=8192, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+                  pad_token_id=0),
+        vision=dict(model_type="clip_vision_model", hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                    num_attention_heads=12, image_size=336, patch_size=14),
+        image_token_id=49151, tie_word_embeddings=True, batch=4, dtype="float32", device="cpu",
+        jax_torch_target=1.0, mfu_target=None),
+    # LLaVA-1.5-7B: Llama-2-7B decoder + CLIP-L/14-336 tower.
+    "llava-7b": Spec(
+        text=dict(model_type="llama", vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                  num_attention_heads=32, num_key_value_heads=32, rms_norm_eps=1e-5, rope_theta=10000.0,
+                  max_position_embeddings=4096, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+                  pad_token_id=0),
+        vision=dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                    num_attention_heads=16, image_size=336, patch_size=14),
+        image_token_id=32000, tie_word_embeddings=False, batch=8, dtype="bfloat16", device="gpu",
+        jax_torch_target=1.3, mfu_target=0.55),
+}
+BOUND_TARGET = 0.85  # pruned prefill speedup / analytic FLOPs speedup
+OVERHEAD_TARGET = 0.02  # scoring + selection time / unpruned prefill time
+
+
+# ------------------------------------------------------------------------------------------ measuring
+
+
+class Timer:
+  """First-call and steady-state times of one callable; `setup` makes fresh untimed arguments per call."""
+
+  def __init__(self, fn: Callable, sync: Callable, setup: Callable[[], tuple] = tuple):
+    self.fn, self.sync, self.setup = fn, sync, setup
+    self.first_s: float | None = None
+    self.times_ms: list[float] = []
+    self.result: Any = None
+
+  def call(self) -> float:
+    args = self.setup()
+    self.sync(args)
+    start = time.perf_counter()
+    self.result = self.fn(*args)
+    self.sync(self.result)
+    return time.perf_counter() - start
+
+  def warm_up(self) -> None:
+    self.first_s = self.call()  # jax: trace + compile + run
+    self.call()
+
+  def run_once(self) -> None:
+    self.times_ms.append(self.call() * 1e3)
+
+  @property
+  def median_ms(self) -> float:
+    return statistics.median(self.times_ms)
+
+  @property
+  def compile_s(self) -> float:
+    return max(0.0, self.first_s - self.median_ms / 1e3)
+
+
+def _status_kib(field: str) -> int | None:
+  try:
+    for line in Path("/proc/self/status").read_text().splitlines():
+      if line.startswith(field + ":"):
+        return int(line.split()[1])
+  except OSError:
+    pass
+  return None
+
+
+def host_peak_delta(call: Callable[[], Any]) -> tuple[int | None, str]:
+  """Peak RSS above the pre-call RSS during `call` (Linux resets the high-water mark via clear_refs)."""
+  try:
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmRSS")
+    call()
+    peak = _status_kib("VmHWM")
+    return max(0, peak - before) * 1024, "host peak RSS above pre-call RSS (VmHWM)"
+  except OSError:  # no procfs: the process high-water mark only moves when this call sets a new one
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    call()
+    return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, "ru_maxrss increase"
+
+
+def measured_peak_tflops(dtype: jnp.dtype, on_gpu: bool) -> float:
+  """Matmul rate of the device in `dtype`: a large jitted square matmul, median of 10."""
+  n = 8192 if on_gpu else 2048
+  a = jnp.asarray(np.random.RandomState(0).randn(n, n), dtype)
+  timer = Timer(jax.jit(lambda x, y: x @ y), jax.block_until_ready, lambda: (a, a))
+  timer.warm_up()
+  for _ in range(10):
+    timer.run_once()
+  return 2 * n**3 / (timer.median_ms / 1e3) / 1e12
+
+
+def cpu_name() -> str:
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+# ------------------------------------------------------------------------------------------ models, inputs
+
+
+def build_hf(spec: Spec, text: dict, torch_device: str):
+  """A random-init transformers LLaVA in the run's dtype, sdpa attention, eval mode."""
+  import torch
+  from transformers import LlavaConfig as HFLlavaConfig
+  from transformers import LlavaForConditionalGeneration
+  num_visual = (spec.vision["image_size"] // spec.vision["patch_size"]) ** 2
+  hf_cfg = HFLlavaConfig(vision_config=dict(spec.vision), text_config=text, image_token_index=spec.image_token_id,
+                         image_seq_length=num_visual, tie_word_embeddings=spec.tie_word_embeddings)
+  torch.manual_seed(0)
+  default = torch.get_default_dtype()
+  torch.set_default_dtype(getattr(torch, spec.dtype))  # init straight in the run's dtype (a 7B never sees fp32)
+  try:
+    with torch.device(torch_device):
+      hf = LlavaForConditionalGeneration(hf_cfg)
+  finally:
+    torch.set_default_dtype(default)
+  hf.set_attn_implementation("sdpa")
+  return hf.eval()
+
+
+def torch_tensors(hf):
+  """HF state_dict as NumPy, one tensor at a time (bf16 reinterpreted bit-for-bit through ml_dtypes)."""
+  import torch
+  for key, t in hf.state_dict().items():
+    t = t.detach().to("cpu")
+    if t.dtype == torch.bfloat16:
+      yield key, t.view(torch.int16).numpy().view(jnp.bfloat16)
+    else:
+      yield key, t.numpy()
+
+
+def make_batch(cfg: LlavaConfig, batch: int, seed: int) -> Batch:
+  """bos + a few system tokens, Nv image placeholders, a question; lengths differ so left padding is real."""
+  rng = np.random.RandomState(seed)
+  nv, v = cfg.num_image_tokens, cfg.text.vocab_size
+  high = min(v, cfg.image_token_id) if cfg.image_token_id > 3 else v
+  prompts, spans = [], []
+  for _ in range(batch):
+    n_text = rng.randint(NUM_TEXT[0], NUM_TEXT[1] + 1)
+    before = [1] + rng.randint(3, high, 4).tolist()
+    question = rng.randint(3, high, n_text - len(before)).tolist()
+    prompts.append(before + [cfg.image_token_id] * nv + question)
+    spans.append((len(before) + nv, len(before) + nv + len(question)))
+  side = cfg.vision.image_size
+  pixels = rng.randn(batch, cfg.vision.num_channels, side, side).astype(np.float32)
+  return pad_batch(prompts, pad_id=cfg.text.pad_token_id or 0, multiple=BUCKET, query_spans=spans, pixels=pixels)
+
+
+def clamp_plan(text: str, num_layers: int) -> tuple[PrunePlan, str | None]:
+  """Small (--layers) configs: a stage at or past the last layer moves to the last layer, with a note."""
+  plan = PrunePlan.parse(text)
+  stages = tuple(dataclasses.replace(s, layer=min(s.layer, num_layers - 1)) for s in plan.stages)
+  note = None if stages == plan.stages else f"{text} clamped to layer {num_layers - 1} ({num_layers} layers)"
+  return dataclasses.replace(plan, stages=stages), note
+
+
+# ------------------------------------------------------------------------------------------ benchmark
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--config", choices=sorted(CONFIGS), default="cpu-small")
+  parser.add_argument("--runs", type=int, default=10)
+  parser.add_argument("--decode-steps", type=int, default=16)
+  parser.add_argument("--batch", type=int, default=None, help="override the config's batch")
+  parser.add_argument("--layers", type=int, default=None, help="override decoder layers (quick checks only)")
+  parser.add_argument("--plans", default=",".join(PLANS), help="comma-separated plans")
+  parser.add_argument("--peak-tflops", type=float, default=None,
+                      help="device peak for MFU (default: measured with a large jitted matmul)")
+  parser.add_argument("--out-dir", default="evals/bench")
+  parser.add_argument("--force", action="store_true", help="run a GPU config without a GPU")
+  parser.add_argument("--seed", type=int, default=0)
+  args = parser.parse_args()
+  spec = CONFIGS[args.config]
+
+  import torch
+  on_gpu = spec.device == "gpu"
+  if on_gpu and not (torch.cuda.is_available() and jax.default_backend() == "gpu"):
+    if not args.force:
+      raise SystemExit(f"--config {args.config} needs a GPU visible to both jax and torch (found jax "
+                       f"{jax.default_backend()}, torch cuda={torch.cuda.is_available()}); pass --force to run anyway")
+    on_gpu = False
+  if not on_gpu:  # cpu configs stay on the CPU even on a GPU box
+    jax.config.update("jax_default_device", jax.devices("cpu")[0])
+  torch_device = "cuda" if on_gpu else "cpu"
+  dtype = jnp.dtype(spec.dtype)
+  batch_size = args.batch or spec.batch
+  n_steps = args.decode_steps
+  text = dict(spec.text, num_hidden_layers=args.layers or spec.text["num_hidden_layers"])
+
+  def torch_sync(_=None) -> None:
+    if on_gpu:
+      torch.cuda.synchronize()
+
+  # ---- identical weights: HF random init -> fill_state
+  t0 = time.perf_counter()
+  hf = build_hf(spec, text, torch_device)
+  cfg: LlavaConfig = registry.LLAVA.config_from_hf(hf.config.to_dict())
+  model = fill_state(registry.LLAVA, cfg, torch_tensors(hf), dtype, "hf-random-init")
+  graphdef, state = nnx.split(model)
+  del model
+  print(f"built HF + converted to jaxprune in {time.perf_counter() - t0:.1f} s "
+        f"(attn: {hf.config.text_config._attn_implementation})", flush=True)
+
+  batch = make_batch(cfg, batch_size, args.seed)
+  b, length = batch.ids.shape
+  nv = cfg.num_image_tokens
+  ids, valid, pixels, query = (jax.device_put(x) for x in (batch.ids, batch.valid, batch.pixels, batch.query))
+  t_ids = torch.as_tensor(batch.ids, dtype=torch.long, device=torch_device)
+  t_mask = torch.as_tensor(batch.valid, dtype=torch.long, device=torch_device)
+  t_pos = (t_mask.cumsum(1) - 1).clamp(min=0)  # as jaxprune (and HF generate) number left-padded prompts
+  t_pixels = torch.as_tensor(batch.pixels, device=torch_device).to(getattr(torch, spec.dtype))
+  t_next_pos = t_mask.sum(1)
+
+  # ---- HF PyTorch
+  @torch.inference_mode()
+  def hf_prefill():
+    out = hf(input_ids=t_ids, attention_mask=t_mask, position_ids=t_pos, pixel_values=t_pixels, use_cache=True,
+             logits_to_keep=1)
+    return out.logits[:, -1], out.past_key_values
+
+  @torch.inference_mode()
+  def hf_decode(first_logits, cache):
+    token, mask, out = first_logits.argmax(-1), t_mask, [first_logits.argmax(-1)]
+    ones = torch.ones((b, 1), dtype=mask.dtype, device=mask.device)
+    for i in range(n_steps):
+      mask = torch.cat([mask, ones], dim=1)
+      logits = hf(input_ids=token[:, None], attention_mask=mask, position_ids=(t_next_pos + i)[:, None],
+                  past_key_values=cache, use_cache=True).logits[:, -1]
+      token = logits.argmax(-1)
+      out.append(token)
+    return torch.stack(out, 1)
+
+  # ---- jaxprune
+  def jax_prefill(state, ids, valid, pixels, query, pruner):
+    model = nnx.merge(graphdef, state)
+    first, cache, _, _ = prefill(model, (ids, valid, pixels, query), extra_slots=n_steps, prune_points_fn=pruner)
+    return first, cache
+
+  def jax_decode(state, first, cache):
+    lm = nnx.merge(graphdef, state).language_model
+    # N + 1 emitted tokens = the prefill's argmax + N decode steps; no EOS, so exactly N steps run.
+    out, _, _ = greedy_decode(lm, first, cache, max_new_tokens=n_steps + 1, eos_ids=(), pad_id=0, keep_logits=False)
+    return out
+
+  def entering(state, ids, valid, pixels, query, layer):
+    """Tokens entering decoder layer `layer`, the vision outputs, and layer-1's q/k (what prune points see)."""
+    model = nnx.merge(graphdef, state)
+    tokens, vision = model.input_tokens(ids, valid, pixels, query)
+    if layer == 0:
+      return tokens, vision, None
+    seen = {}
+    capture = lambda t, trace: seen.update(tokens=t, trace=trace) or t  # identity point; layers >= K are dead code
+    model.language_model.prefill(tokens, extra_slots=0, prune_points={layer: capture})
+    return seen["tokens"], vision, seen["trace"]
+
+  def score_and_select(state, tokens, vision, trace, pruner):
+    model = nnx.merge(graphdef, state)
+    layer = pruner.plan.stages[0].layer
+    return pruner(model, tokens, vision)[layer](tokens, trace)
+
+  prefill_jit = jax.jit(jax_prefill, static_argnums=5)
+  decode_jit = jax.jit(jax_decode)
+  entering_jit = jax.jit(entering, static_argnums=5)
+  score_jit = jax.jit(score_and_select, static_argnums=4)
+  args_in = (state, ids, valid, pixels, query)
+
+  base_flops = cost.prefill_flops(cfg, length, (), batch=b)
+  rows: list[dict] = [{"system": "torch-hf", "plan": "none", "stages": [], "flops": base_flops}]
+  notes = []
+  for text_plan in ["none"] + [p for p in args.plans.split(",") if p]:
+    row = {"system": "jaxprune", "plan": text_plan, "stages": [], "pruner": None, "flops": base_flops}
+    if text_plan != "none":
+      plan, note = clamp_plan(text_plan, cfg.text.num_layers)
+      notes += [note] if note else []
+      pruner = Pruner.build(plan, cfg)
+      row.update(plan=str(pruner.plan), pruner=pruner, stages=[(s.layer, s.keep) for s in pruner.plan.stages])
+      row["flops"] = cost.prefill_flops(cfg, length, row["stages"], batch=b)
+    rows.append(row)
+
+  # Timers: torch decode copies the prefill cache per run (untimed), jax decode reads the prefill's output.
+  hf_first, hf_cache = hf_prefill()
+  rows[0]["timers"] = {"prefill": Timer(hf_prefill, torch_sync),
+                       "decode": Timer(hf_decode, torch_sync, lambda: (hf_first, copy.deepcopy(hf_cache)))}
+  for row in rows[1:]:
+    pre = Timer(prefill_jit, jax.block_until_ready, lambda row=row: (*args_in, row["pruner"]))
+    pre.warm_up()
+    first, cache = pre.result
+    row["kv_bytes"] = cache.nbytes
+    row["timers"] = {"prefill": pre, "decode": Timer(decode_jit, jax.block_until_ready,
+                                                     lambda first=first, cache=cache: (state, first, cache))}
+    if row["pruner"] is not None:
+      stage = row["pruner"].plan.stages[0]
+      tokens, vision, trace = jax.block_until_ready(entering_jit(*args_in, stage.layer))
+      row["timers"]["score"] = Timer(score_jit, jax.block_until_ready,
+                                     lambda p=row["pruner"], t=tokens, v=vision, tr=trace: (state, t, v, tr, p))
+    analysis = prefill_jit.lower(*args_in, row["pruner"]).compile().memory_analysis()
+    row["xla_temp_bytes"] = getattr(analysis, "temp_size_in_bytes", None)
+    print(f"compiled {row['plan']}", flush=True)
+
+  # ---- sanity: identical weights give matching first-step logits
+  jax_first = np.asarray(rows[1]["timers"]["prefill"].result[0])
+  logits_diff = float(np.abs(jax_first - hf_first.float().cpu().numpy()).max())
+  print(f"max |logits(jaxprune) - logits(HF)| at the last prompt position: {logits_diff:.3g}", flush=True)
+
+  # ---- warm-up everything, then round-robin timed runs
+  timers = [t for row in rows for t in row["timers"].values()]
+  for t in timers:
+    if t.first_s is None:
+      t.warm_up()
+  for r in range(args.runs):
+    start = time.perf_counter()
+    for t in timers:
+      t.run_once()
+    print(f"round {r + 1}/{args.runs}: {time.perf_counter() - start:.1f} s", flush=True)
+  hf_tokens = rows[0]["timers"]["decode"].result.cpu().numpy()
+  jax_tokens = np.asarray(rows[1]["timers"]["decode"].result)
+  token_agreement = float((hf_tokens == jax_tokens).mean())
+
+  # ---- memory
+  if on_gpu:
+    torch.cuda.reset_peak_memory_stats()
+    hf_prefill()
+    torch_sync()
+    rows[0]["peak_bytes"], rows[0]["peak_label"] = torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
+    stats = jax.devices()[0].memory_stats() or {}
+    for row in rows[1:]:  # jax has no peak reset: process-wide peak (incl. weights) after all rows ran
+      row["peak_bytes"], row["peak_label"] = stats.get("peak_bytes_in_use"), "jax peak_bytes_in_use (process-wide)"
+  else:
+    rows[0]["peak_bytes"], rows[0]["peak_label"] = host_peak_delta(hf_prefill)
+    for row in rows[1:]:
+      t = row["timers"]["prefill"]
+      row["peak_bytes"], row["peak_label"] = host_peak_delta(lambda t=t: jax.block_until_ready(t.fn(*t.setup())))
+  rows[0]["kv_bytes"] = sum(x.numel() * x.element_size() for layer in hf_cache.layers
+                            for x in (layer.keys, layer.values))
+  weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+
+  # ---- peak rate for MFU
+  peak_tflops = args.peak_tflops or measured_peak_tflops(dtype, on_gpu)
+  peak_source = "--peak-tflops" if args.peak_tflops else f"measured: jitted {'8192' if on_gpu else '2048'}^2 matmul"
+
+  # ---- ratios
+  torch_row, base = rows[0], rows[1]
+  tp, td = torch_row["timers"]["prefill"].median_ms, torch_row["timers"]["decode"].median_ms
+  bp = base["timers"]["prefill"].median_ms
+  results = []
+  for row in rows:
+    tm = row.pop("timers")
+    row.pop("pruner", None)
+    pre, dec = tm["prefill"].median_ms, tm["decode"].median_ms
+    out = {k: v for k, v in row.items()}
+    out.update(prefill_ms=pre, decode_ms=dec, prefill_runs_ms=tm["prefill"].times_ms,
+               decode_runs_ms=tm["decode"].times_ms, prefill_compile_s=tm["prefill"].compile_s,
+               decode_compile_s=tm["decode"].compile_s, prefill_vs_torch=tp / pre, decode_vs_torch=td / dec,
+               mfu=row["flops"] / (pre / 1e3) / (peak_tflops * 1e12))
+    if row["system"] == "jaxprune":
+      out["kv_bytes_analytic"] = cost.kv_cache_bytes(cfg, length, row["stages"], max_new_tokens=n_steps, batch=b,
+                                                     bytes_per_element=dtype.itemsize)
+      out["time_ratio"] = pre / bp
+      out["flops_ratio"] = row["flops"] / base["flops"]
+      out["bound_efficiency"] = (bp / pre) / (base["flops"] / row["flops"])  # achieved speedup / FLOPs speedup
+    else:
+      out["kv_bytes_analytic"] = cost.kv_cache_bytes(cfg, length, (), batch=b, bytes_per_element=dtype.itemsize)
+    if "score" in tm:
+      out["score_select_ms"] = tm["score"].median_ms
+      out["score_share_of_unpruned"] = tm["score"].median_ms / bp
+    results.append(out)
+
+  targets = [{"name": "jaxprune/torch unpruned prefill speed", "measured": results[1]["prefill_vs_torch"],
+              "target": spec.jax_torch_target, "op": ">=", "fmt": "{:.2f}x"}]
+  for r in results[2:]:
+    targets.append({"name": f"speedup/FLOPs bound {r['plan']}", "measured": r["bound_efficiency"],
+                    "target": BOUND_TARGET, "op": ">=", "fmt": "{:.2f}"})
+  for r in results[2:]:
+    targets.append({"name": f"score+select share {r['plan']}", "measured": r["score_share_of_unpruned"],
+                    "target": OVERHEAD_TARGET, "op": "<=", "fmt": "{:.2%}"})
+  if spec.mfu_target is not None:
+    targets.append({"name": "jaxprune unpruned prefill MFU", "measured": results[1]["mfu"],
+                    "target": spec.mfu_target, "op": ">=", "fmt": "{:.1%}"})
+  for t in targets:
+    ok = t["measured"] >= t["target"] if t["op"] == ">=" else t["measured"] <= t["target"]
+    t["result"] = "PASS" if ok else "FAIL"
+
+  # ---- print + write
+  meta = {
+      "benchmark": "prefill", "config": args.config, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+      "machine": platform.machine(), "node": platform.node(), "processor": cpu_name(), "cpu_count": os.cpu_count(),
+      "device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind,
+      "torch_device": torch.cuda.get_device_name() if on_gpu else "cpu", "torch_threads": torch.get_num_threads(),
+      "python": platform.python_version(), "jax": jax.__version__, "flax": __import__("flax").__version__,
+      "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+      "dtype": spec.dtype, "batch": b, "prompt_lengths": batch.valid.sum(1).tolist(), "bucketed_length": length,
+      "num_visual": nv, "decoder_layers": cfg.text.num_layers, "vision_layers_used": cfg.vision_layers_used,
+      "decode_steps": n_steps, "runs": args.runs, "peak_tflops": peak_tflops, "peak_source": peak_source,
+      "weight_bytes": weight_bytes, "logits_max_abs_diff_vs_hf": logits_diff,
+      "decode_token_agreement_vs_hf": token_agreement, "notes": notes,
+  }
+  lines = render(meta, results, targets)
+  print("\n".join(lines))
+  out_dir = Path(args.out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  (out_dir / f"prefill_{args.config}.json").write_text(json.dumps(
+      {**meta, "rows": results, "targets": [{k: v for k, v in t.items() if k != "fmt"} for t in targets]}, indent=2))
+  (out_dir / f"prefill_{args.config}.md").write_text("\n".join(render(meta, results, targets, markdown=True)) + "\n")
+  print(f"wrote {out_dir / f'prefill_{args.config}.json'} and .md")
+
+
+def render(meta: dict, rows: list[dict], targets: list[dict], *, markdown: bool = False) -> list[str]:
+  """One table of ratios (rows: systems x plans), then the targets with measured value and PASS/FAIL."""
+  mib = lambda x: "-" if x is None else f"{x / 2**20:.0f}"
+  pct = lambda x: "-" if x is None else f"{100 * x:.2f}%"
+  head = ["system", "plan", "prefill ms", "decode ms", "compile s", "prefill vs torch", "decode vs torch",
+          "time/unpruned", "FLOPs/unpruned", "speedup/bound", "score+select", "MFU", "KV MiB (meas/analytic)",
+          "peak MiB", "XLA temp MiB"]
+  body = []
+  for r in rows:
+    bound = r.get("bound_efficiency")
+    body.append([
+        r["system"], r["plan"], f"{r['prefill_ms']:.1f}", f"{r['decode_ms']:.1f}",
+        f"{r['prefill_compile_s']:.1f}/{r['decode_compile_s']:.1f}", f"{r['prefill_vs_torch']:.2f}x",
+        f"{r['decode_vs_torch']:.2f}x", f"{r['time_ratio']:.3f}" if "time_ratio" in r else "-",
+        f"{r['flops_ratio']:.3f}" if "flops_ratio" in r else "-",
+        "-" if bound is None or r["plan"] == "none" else f"{bound:.2f} {'PASS' if bound >= BOUND_TARGET else 'FAIL'}",
+        pct(r.get("score_share_of_unpruned")), f"{100 * r['mfu']:.1f}%",
+        f"{mib(r['kv_bytes'])}/{mib(r['kv_bytes_analytic'])}", mib(r.get("peak_bytes")), mib(r.get("xla_temp_bytes")),
+    ])
+  title = (f"prefill benchmark {meta['config']}: batch {meta['batch']}, L={meta['bucketed_length']} "
+           f"({meta['num_visual']} visual), {meta['dtype']}, {meta['decoder_layers']} decoder layers, "
+           f"{meta['decode_steps']} decode steps, median of {meta['runs']}, {meta['device_kind']} / torch "
+           f"{meta['torch_device']} ({meta['processor']}, {meta['cpu_count']} cores), {meta['date']}")
+  info = [f"jax {meta['jax']}, flax {meta['flax']}, torch {meta['torch']}, transformers {meta['transformers']}; "
+          f"peak {meta['peak_tflops']:.3g} TFLOP/s ({meta['peak_source']}); "
+          f"logits max|diff| vs HF {meta['logits_max_abs_diff_vs_hf']:.2g}, decode tokens agreeing with HF "
+          f"{100 * meta['decode_token_agreement_vs_hf']:.0f}%",
+          f"peak memory: torch = {rows[0]['peak_label']}; jaxprune = {rows[1]['peak_label']}; "
+          f"jaxprune weights {meta['weight_bytes'] / 2**20:.0f} MiB",
+          "prefill/decode vs torch = torch time / this row's time (decode vs torch's unpruned decode); "
+          "speedup/bound = (unpruned/pruned time) / (unpruned/pruned FLOPs); score+select share of unpruned prefill; "
+          "compile s = first call - median (prefill/decode)"] + [f"note: {n}" for n in meta["notes"]]
+  theader = ["target", "measured", "target", "result"]
+  tbody = [[t["name"], t["fmt"].format(t["measured"]),
+            f"{t['op']} {t['fmt'].format(t['target'])}", t["result"]] for t in targets]
+  if markdown:
+    md = lambda cells: "| " + " | ".join(cells) + " |"
+    return ([f"# {title}", ""] + [f"- {line}" for line in info] + ["", md(head), md(["---"] * len(head))]
+            + [md(r) for r in body] + ["", md(theader), md(["---"] * 4)] + [md(r) for r in tbody])
+  widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+  fmt = lambda cells: "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+  twidths = [max(len(str(x)) for x in col) for col in zip(theader, *tbody)]
+  tfmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, twidths))
+  return ([title] + info + ["", fmt(head)] + [fmt(r) for r in body] + ["", tfmt(theader)]
+          + [tfmt(r) for r in tbody])
+
+
+if __name__ == "__main__":
+  main()

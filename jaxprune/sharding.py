@@ -1,0 +1,158 @@
+"""One device mesh ("data", "model") for evals: batch on `data`, large weights on `model` by name rules.
+
+This is the jit + NamedSharding form of data parallelism that `pmap` is now built on, plus Megatron-style
+tensor parallelism for weights that do not fit one device (LLaVA-1.5-7B in bf16 on TPU v2-8's 8 GB cores):
+column-parallel projections split their output features, row-parallel ones their input features, and XLA
+inserts the collectives. Shardings are planned from shapes alone, so a 7B model is never materialised to
+decide where it goes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ("data", "model")
+
+# NNX parameter path (dotted) -> how its dims map to mesh axes. First match wins; unmatched -> replicated.
+# Kernels are [in, out]: column-parallel layers shard `out`, row-parallel layers shard `in`.
+RULES: tuple[tuple[str, P], ...] = (
+    (r".*\.(q_proj|k_proj|v_proj|gate_proj|up_proj|fc1|linear_1)\.kernel", P(None, "model")),
+    (r".*\.(q_proj|k_proj|v_proj|gate_proj|up_proj|fc1|linear_1)\.bias", P("model")),
+    (r".*\.(o_proj|down_proj|out_proj|fc2|linear_2)\.kernel", P("model", None)),
+    (r"(.*\.)?embed_tokens\.embedding", P("model", None)),  # vocab rows
+    (r"(.*\.)?lm_head\.kernel", P(None, "model")),  # vocab columns
+    (r".*\.position_embedding\.embedding", P(None, "model")),
+    (r".*\.patch_embedding\.kernel", P(None, None, None, "model")),
+)
+
+
+def parse_mesh(text: str | None, num_devices: int) -> dict[str, int]:
+  """`data=4,model=2` -> {"data": 4, "model": 2}; a missing axis takes what is left; None -> all data."""
+  sizes: dict[str, int] = {}
+  for part in filter(None, (text or "").split(",")):
+    name, _, value = part.partition("=")
+    if name.strip() not in AXES or not value.strip().isdigit() or int(value) < 1:
+      raise ValueError(f"--mesh {text}: expected data=N,model=M with positive integers")
+    sizes[name.strip()] = int(value)
+  if "model" not in sizes:
+    sizes["model"] = 1
+  if "data" not in sizes:
+    sizes["data"] = max(1, num_devices // sizes["model"])
+  if sizes["data"] * sizes["model"] > num_devices:
+    raise ValueError(f"--mesh {text}: needs {sizes['data'] * sizes['model']} devices, {num_devices} available")
+  return {axis: sizes[axis] for axis in AXES}
+
+
+def auto_mesh_sizes(model: str, dtype: str | None, *, budget: float = 0.6) -> dict[str, int]:
+  """Every device on `data`; shard weights over the smallest power-of-2 `model` axis that fits them.
+
+  Fit means parameters take at most `budget` of a device's memory (the rest: activations, KV cache).
+  Devices that do not report memory (CPU) always get model=1.
+  """
+  devices = jax.devices()
+  limit = (devices[0].memory_stats() or {}).get("bytes_limit") if hasattr(devices[0], "memory_stats") else None
+  model_size = 1
+  if limit:
+    from jaxprune.convert.hf import abstract_state_of
+    state = abstract_state_of(model, dtype)
+    while state is not None and model_size < len(devices) and (
+        per_device_bytes(state, {"data": 1, "model": model_size}) > budget * limit):
+      model_size *= 2
+  return {"data": max(1, len(devices) // model_size), "model": model_size}
+
+
+def make_mesh(sizes: Mapping[str, int]) -> Mesh:
+  count = sizes["data"] * sizes["model"]
+  devices = np.asarray(jax.devices()[:count]).reshape(sizes["data"], sizes["model"])
+  return Mesh(devices, AXES)
+
+
+def spec_for(path: str, shape: tuple[int, ...], model_size: int) -> P:
+  """The PartitionSpec of one parameter; replicated when its sharded dim does not divide evenly."""
+  for pattern, spec in RULES:
+    if re.fullmatch(pattern, path):
+      if len(spec) != len(shape):
+        return P()
+      for dim, axis in zip(shape, spec):
+        if axis == "model" and dim % model_size:
+          return P()
+      return spec
+  return P()
+
+
+def _flat(state) -> list[tuple[str, Any]]:
+  from flax import nnx
+  return [(".".join(str(k) for k in path), leaf) for path, leaf in nnx.to_flat_state(state)]
+
+
+def plan_specs(state, model_size: int) -> dict[str, P]:
+  """{param path: PartitionSpec} for an (abstract or concrete) NNX state."""
+  return {path: spec_for(path, tuple(leaf.shape), model_size) for path, leaf in _flat(state)}
+
+
+def per_device_bytes(state, sizes: Mapping[str, int]) -> int:
+  """Bytes of parameters each device holds under the rules (shapes only)."""
+  total = 0
+  for path, leaf in _flat(state):
+    spec = spec_for(path, tuple(leaf.shape), sizes["model"])
+    shards = math.prod(sizes[a] for a in spec if a is not None)
+    total += math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize // shards
+  return total
+
+
+def shard_model_state(state, mesh: Mesh):
+  """Place an NNX state on the mesh by the rules (replicated over `data`)."""
+  from flax import nnx
+  model_size = mesh.shape["model"]
+  flat = nnx.to_flat_state(state)
+  placed = []
+  for path, leaf in flat:
+    name = ".".join(str(k) for k in path)
+    sharding = NamedSharding(mesh, spec_for(name, tuple(leaf.shape), model_size))
+    placed.append((path, leaf.replace(jax.device_put(leaf[...], sharding))))
+  return nnx.from_flat_state(placed)
+
+
+def data_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  """Leading (batch) axis on `data`, the rest replicated."""
+  return NamedSharding(mesh, P("data", *([None] * (ndim - 1))))
+
+
+def put_batch(arrays: tuple, mesh: Mesh) -> tuple:
+  """Host arrays (identical on every process) -> global arrays sharded on `data` (None passes through)."""
+  def put(x):
+    if x is None:
+      return None
+    x = np.asarray(x)
+    sharding = data_sharding(mesh, x.ndim)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return tuple(put(x) for x in arrays)
+
+
+def to_host(x) -> np.ndarray:
+  """A (possibly multi-host) global array -> the full NumPy array on every process."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def initialize_distributed(enabled: bool) -> None:
+  """Join a multi-host job (`--distributed`, or JAX_COORDINATOR_ADDRESS set by the launcher).
+
+  Must run before anything touches a JAX backend; on TPU slices and SLURM the arguments are auto-detected.
+  """
+  if enabled or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    jax.distributed.initialize()
+
+
+def sharding_for(mesh: Mesh):
+  """path, shape -> NamedSharding: what loaders use to place each weight straight onto its shards."""
+  return lambda path, shape: NamedSharding(mesh, spec_for(path, tuple(shape), mesh.shape["model"]))

@@ -1,0 +1,501 @@
+"""Train the small easy-VQA LLaVA shipped in `checkpoints/llava-easyvqa` (a test bed for pruning, on CPU).
+
+  python -m jaxprune.train --task easyvqa --out checkpoints/llava-easyvqa [--steps N] [--batch-size B] [--seed 0]
+
+The model is LLaVA-1.5 in miniature: a CLIP-style ViT on 64x64 images with 4x4 patches (256 visual tokens, as
+many as the pruning experiments need to have something to prune), features from layer -2, a 2-layer GELU
+projector and a small GQA Llama decoder. It is trained from scratch with teacher forcing on exactly the prompts
+the eval builds (`jaxprune.prompts.build_prompt`); the loss covers only the answer tokens and EOS. After
+training it answers the full test split greedily through `jaxprune.generate.Generator`, with and without the
+image, and writes an HF LLaVA directory (`save_hf_llava`) with a model card.
+
+Shapes: B batch, L fixed sequence length, C channels, V vocab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import io
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+IMAGE_SIZE = 64
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "<image>")  # ids 0..4, in this order
+NEWLINE = "\n"  # a token of its own, so prompts keep LLaVA's `<image>\n{question}` layout
+PROMPT_WORDS = ("user", "assistant", ":")  # from build_prompt's "USER:" / " ASSISTANT:" after lowercasing
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+# -------------------------------------------------------------------------------- tokenizer, processor
+
+
+def _word_pipeline():
+  """The normaliser + pre-tokenizer shared by vocabulary building and the tokenizer itself."""
+  from tokenizers import normalizers, pre_tokenizers
+  return normalizers.Lowercase(), pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
+
+
+def easyvqa_words() -> list[str]:
+  """Every word of easy-VQA's train+test questions and answers (as the tokenizer splits them), sorted."""
+  from jaxprune.data.easyvqa import read_questions
+  normalizer, pre = _word_pipeline()
+  words: set[str] = set()
+  for split in ("train", "test"):
+    for question, answer, _ in read_questions(split):
+      for text in (question, answer):
+        words.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+  return sorted(words)
+
+
+def build_tokenizer():
+  """Word-level `PreTrainedTokenizerFast`: <pad>=0, <s>=1, </s>=2, <unk>=3, <image>=4, "\\n"=5, then words."""
+  from tokenizers import AddedToken, Tokenizer, models
+  from transformers import PreTrainedTokenizerFast
+  words = [w for w in (*PROMPT_WORDS, *easyvqa_words()) if w not in SPECIAL_TOKENS]
+  names = list(SPECIAL_TOKENS) + [NEWLINE] + list(dict.fromkeys(words))
+  tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(names)}, unk_token="<unk>"))
+  tok.normalizer, tok.pre_tokenizer = _word_pipeline()
+  fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                 unk_token="<unk>", additional_special_tokens=["<image>"])
+  # Whitespace pre-tokenization would drop "\n"; as an added token it is matched before that step.
+  fast.add_tokens([AddedToken(NEWLINE, normalized=False, special=False)])
+  assert [fast.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+  assert fast.encode(NEWLINE, add_special_tokens=False) == [5]
+  return fast
+
+
+def build_image_processor():
+  """CLIP preprocessing at 64x64: easy-VQA images pass through unresized, then CLIP mean/std."""
+  from transformers.utils import logging
+  level = logging.get_verbosity()
+  logging.set_verbosity_error()  # "torchvision not installed, falling back to the PIL backend": that is fine
+  try:
+    from transformers import CLIPImageProcessor
+    return CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+                              image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+  finally:
+    logging.set_verbosity(level)
+
+
+# ------------------------------------------------------------------------------------------- recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """Every knob of a run; written verbatim into the model card."""
+
+  steps: int = 4000
+  batch_size: int = 32
+  lr: float = 2e-3
+  warmup_steps: int = 200
+  end_lr_ratio: float = 0.02  # cosine decays to lr * this
+  weight_decay: float = 0.05  # on matrices only (not norms, biases, embeddings' 1-D params)
+  grad_clip: float = 1.0
+  seed: int = 0
+  augment: bool = True  # random flips / 90-degree turns: shape and colour answers are invariant to them
+  # model
+  vision_hidden: int = 64
+  vision_layers_used: int = 2  # the exported tower has one more (LLaVA reads layer -2)
+  vision_heads: int = 4
+  text_hidden: int = 64
+  text_layers: int = 2
+  text_heads: int = 4
+  text_kv_heads: int = 2
+  mlp_ratio: int = 3
+  # eval
+  eval_batch_size: int = 64
+
+
+def model_config(recipe: Recipe, vocab_size: int, *, bos: int, eos: int, pad: int, image_token: int):
+  from jaxprune.models.config import LlavaConfig, TextConfig, VisionConfig
+  r = recipe
+  text = TextConfig(vocab_size=vocab_size, hidden_size=r.text_hidden, intermediate_size=r.mlp_ratio * r.text_hidden,
+                    num_layers=r.text_layers, num_heads=r.text_heads, num_kv_heads=r.text_kv_heads,
+                    head_dim=r.text_hidden // r.text_heads, rms_norm_eps=1e-5, rope_theta=10000.0,
+                    max_position_embeddings=512, tie_word_embeddings=False, bos_token_id=bos, eos_token_id=eos,
+                    pad_token_id=pad)
+  vision = VisionConfig(hidden_size=r.vision_hidden, intermediate_size=4 * r.vision_hidden,
+                        num_layers=r.vision_layers_used + 1, num_heads=r.vision_heads, image_size=IMAGE_SIZE,
+                        patch_size=4, layer_norm_eps=1e-5, hidden_act="quick_gelu")
+  return LlavaConfig(text=text, vision=vision, image_token_id=image_token, vision_feature_layer=-2,
+                     vision_feature_select_strategy="default", projector_hidden_act="gelu")
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass
+class Split:
+  """One split, tokenized and preprocessed once. Pixels are stored per image (~10 questions share one)."""
+
+  questions: list[str]
+  answers: list[str]
+  kinds: list[str]  # "yes/no", "shape", "color": for the per-kind breakdown in the model card
+  prompts: list[Any]  # jaxprune.prompts.Prompt with the image placeholders
+  blind_prompts: list[Any]  # the same without image
+  answer_ids: list[list[int]]  # answer tokens + EOS
+  image_index: np.ndarray  # [N] row of `pixels` for each question
+  pixels: np.ndarray  # [num_images, C, H, W] float32, the processor's output
+
+  def __len__(self) -> int:
+    return len(self.questions)
+
+
+def question_kind(answer: str) -> str:
+  if answer in ("yes", "no"):
+    return "yes/no"
+  return "shape" if answer in ("circle", "rectangle", "triangle") else "color"
+
+
+def load_split(split: str, tokenizer, processor, cfg, *, limit: int | None = None) -> Split:
+  from jaxprune.data import load_task
+  from jaxprune.inputs import load_image
+  from jaxprune.prompts import build_prompt
+  data = load_task("easyvqa", split=split, limit=limit)
+  rows: dict[int, int] = {}  # image_id -> row
+  images, index, questions, answers = [], [], [], []
+  for item in data:
+    image_id = int(item["metadata"]["image_id"])
+    if image_id not in rows:
+      rows[image_id] = len(images)
+      images.append(load_image(item["image"], name=f"easyvqa {split} image {image_id}"))
+    index.append(rows[image_id])
+    questions.append(item["question"])
+    answers.append(item["answer"])
+  pixels = np.concatenate([np.asarray(processor(images=images[i:i + 512], return_tensors="np").pixel_values,
+                                      np.float32) for i in range(0, len(images), 512)])
+  prompts = [build_prompt(tokenizer, q, image_token_id=cfg.image_token_id, num_image_tokens=cfg.num_image_tokens)
+             for q in questions]
+  blind = [build_prompt(tokenizer, q, image_token_id=None, num_image_tokens=0) for q in questions]
+  unk = tokenizer.unk_token_id
+  for p, q in zip(prompts + blind, questions + questions):
+    if unk in p.ids:
+      raise ValueError(f"easy-VQA {split}: the tokenizer has no word for part of {q!r}")
+  answer_ids = [tokenizer.encode(a, add_special_tokens=False) + [tokenizer.eos_token_id] for a in answers]
+  return Split(questions, answers, [question_kind(a) for a in answers], prompts, blind, answer_ids,
+               np.asarray(index, np.int32), pixels)
+
+
+def training_arrays(split: Split, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+  """Left-padded teacher-forcing sequences prompt + answer + EOS, all of one length so the step compiles once.
+
+  -> ids [N, L] int32, valid [N, L] bool, target [N, L] bool (True where the *next* token is answer/EOS), L.
+  """
+  seqs = [p.ids + a for p, a in zip(split.prompts, split.answer_ids)]
+  length = max(len(s) for s in seqs)
+  ids = np.full((len(seqs), length), pad_id, np.int32)
+  valid = np.zeros((len(seqs), length), bool)
+  target = np.zeros((len(seqs), length), bool)
+  for i, (s, a) in enumerate(zip(seqs, split.answer_ids)):
+    ids[i, length - len(s):] = s
+    valid[i, length - len(s):] = True
+    target[i, length - len(a) - 1:length - 1] = True  # positions predicting the answer tokens and EOS
+  return ids, valid, target, length
+
+
+def augment(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """[B, C, H, W] -> each image flipped and/or turned by a multiple of 90 degrees (one of the 8 symmetries)."""
+  out = np.empty_like(pixels)
+  for i, (k, flip) in enumerate(zip(rng.integers(0, 4, len(pixels)), rng.integers(0, 2, len(pixels)))):
+    x = np.rot90(pixels[i], k, axes=(1, 2))
+    out[i] = x[:, :, ::-1] if flip else x
+  return out
+
+
+# -------------------------------------------------------------------------------------------- train
+
+
+def loss_fn(model, ids, valid, pixels, target):
+  """Mean cross-entropy over the answer + EOS predictions. ids/valid/target [B, L], pixels [B, C, H, W]."""
+  import jax.numpy as jnp
+  import optax
+  tokens, _ = model.input_tokens(ids, valid, pixels)
+  lm = model.language_model
+  h, _, _ = lm.prefill(tokens, extra_slots=0)  # [B, L, D]; the unused KV cache is dropped by XLA
+  logits = lm.logits(h[:, :-1])  # [B, L-1, V], position t predicts token t+1
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:])  # [B, L-1]
+  mask = target[:, :-1]
+  return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def make_optimizer(recipe: Recipe):
+  import jax
+  import optax
+  schedule = optax.warmup_cosine_decay_schedule(0.0, recipe.lr, recipe.warmup_steps, recipe.steps,
+                                                end_value=recipe.lr * recipe.end_lr_ratio)
+  decay_mask = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)
+  return optax.chain(optax.clip_by_global_norm(recipe.grad_clip),
+                     optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=recipe.weight_decay, mask=decay_mask))
+
+
+def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 10) -> dict[str, Any]:
+  """Train `model` in place on `split`; -> {"losses": [(step, loss)], "seconds": float, "seq_len": L}."""
+  import jax
+  import optax
+  from flax import nnx
+  from tqdm import tqdm
+
+  ids, valid, target, length = training_arrays(split, pad_id)
+  graphdef, params = nnx.split(model)
+  tx = make_optimizer(recipe)
+  opt_state = tx.init(params)
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, ids, valid, pixels, target):
+    loss, grads = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), ids, valid, pixels, target))(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  rng = np.random.default_rng(recipe.seed)
+  order, cursor = rng.permutation(len(split)), 0
+  losses: list[tuple[int, float]] = []
+  start = time.perf_counter()
+  bar = tqdm(range(recipe.steps), desc="train", unit="step", dynamic_ncols=True)
+  pending = []
+  for i in bar:
+    if cursor + recipe.batch_size > len(order):  # new epoch: reshuffle, drop the ragged tail
+      order, cursor = rng.permutation(len(split)), 0
+    rows = order[cursor:cursor + recipe.batch_size]
+    cursor += recipe.batch_size
+    pixels = split.pixels[split.image_index[rows]]  # [B, C, H, W]
+    if recipe.augment:
+      pixels = augment(pixels, rng)
+    params, opt_state, loss = step(params, opt_state, ids[rows], valid[rows], pixels, target[rows])
+    pending.append(loss)
+    if (i + 1) % log_every == 0 or i + 1 == recipe.steps:
+      values = [float(x) for x in pending]  # one host sync per `log_every` steps
+      pending = []
+      losses.append((i + 1, float(np.mean(values))))
+      bar.set_postfix(loss=f"{losses[-1][1]:.4f}")
+  jax.block_until_ready(params)
+  seconds = time.perf_counter() - start
+  nnx.update(model, params)
+  return {"losses": losses, "seconds": seconds, "seq_len": length}
+
+
+# --------------------------------------------------------------------------------------------- eval
+
+
+def evaluate(model, tokenizer, split: Split, *, blind: bool, batch_size: int) -> dict[str, Any]:
+  """Greedy answers through `Generator`; exact match of the decoded text with the answer.
+
+  -> {"accuracy", "by_kind": {kind: accuracy}, "predictions": [str], "seconds"}.
+  """
+  from tqdm import tqdm
+  from jaxprune.generate import Generator, pad_batch, trim_at_eos
+  eos = tokenizer.eos_token_id
+  gen = Generator(model, max_new_tokens=4, eos_ids=(eos,), pad_id=tokenizer.pad_token_id)
+  prompts = split.blind_prompts if blind else split.prompts
+  length = max(len(p.ids) for p in prompts)  # one bucket: every batch compiles to the same program
+  predictions: list[str] = []
+  start = time.perf_counter()
+  for lo in tqdm(range(0, len(split), batch_size), desc="eval (blind)" if blind else "eval", unit="batch",
+                 dynamic_ncols=True):
+    rows = list(range(lo, min(lo + batch_size, len(split))))
+    padded = rows + [rows[0]] * (batch_size - len(rows))  # full batches keep shapes static
+    pixels = None if blind else split.pixels[split.image_index[padded]]
+    batch = pad_batch([prompts[r].ids for r in padded], pad_id=tokenizer.pad_token_id, multiple=length,
+                      query_spans=[prompts[r].question_span for r in padded], pixels=pixels)
+    tokens = np.asarray(gen(batch)["tokens"])[:len(rows)]
+    predictions += [tokenizer.decode(t, skip_special_tokens=True).strip() for t in trim_at_eos(tokens, (eos,))]
+  correct = np.array([p == a for p, a in zip(predictions, split.answers)])
+  kinds = np.array(split.kinds)
+  by_kind = {k: float(correct[kinds == k].mean()) for k in sorted(set(split.kinds))}
+  return {"accuracy": float(correct.mean()), "by_kind": by_kind, "predictions": predictions,
+          "seconds": time.perf_counter() - start, "compiles": gen.compiles}
+
+
+# --------------------------------------------------------------------------------------- model card
+
+
+def machine_description() -> str:
+  import jax
+  cpu = platform.processor() or platform.machine()
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return f"{cpu}, {cores} CPU cores, {platform.system()} {platform.release()}, jax {jax.__version__} ({jax.default_backend()})"
+
+
+def model_card(*, recipe: Recipe, cfg, command: str, n_params: int, train_info: dict, test: dict, blind: dict,
+               n_train: int, n_test: int, n_train_images: int, seconds_total: float, checkpoint_mb: float) -> str:
+  pct = lambda x: f"{100 * x:.2f}%"
+  kinds = sorted(test["by_kind"])
+  rows = "\n".join(f"| {k} | {pct(test['by_kind'][k])} | {pct(blind['by_kind'][k])} |" for k in kinds)
+  hp = "\n".join(f"| `{k}` | {v} |" for k, v in dataclasses.asdict(recipe).items())
+  t, v = cfg.text, cfg.vision
+  losses = train_info["losses"]
+  return f"""# llava-easyvqa: a tiny LLaVA-1.5-style model trained on easy-VQA
+
+**This is a small model for offline use in jaxprune's tests, notebooks and pruning experiments. It is not a
+general vision-language model**: it knows 13 answers, the easy-VQA question templates and 64x64 images of one
+coloured shape, and nothing else.
+
+It keeps LLaVA-1.5's architecture and conventions so that the same code paths run on it as on
+`llava-hf/llava-1.5-7b-hf`: a CLIP ViT (pre-LN, [CLS], quick-GELU) whose layer -2 features (CLS dropped) go
+through a 2-layer GELU projector into a Llama decoder (RMSNorm, RoPE, SwiGLU, grouped-query attention), with the
+image's {cfg.num_image_tokens} visual tokens placed at the `<image>` placeholders of the prompt
+`USER: <image>\\n{{question}} ASSISTANT:` (`jaxprune.prompts.build_prompt`).
+
+## Results (full easy-VQA test split, {n_test} questions, greedy decoding, exact match)
+
+| questions | with image | blind (text only) |
+|---|---|---|
+| **all** | **{pct(test['accuracy'])}** | **{pct(blind['accuracy'])}** |
+{rows}
+
+The blind prompt drops the image entirely (no placeholders, no pixels), as jaxprune's blind filter does. Its
+accuracy is the language prior: yes/no questions are about half "yes", and a shape or colour guess from the
+question alone is right about 1 time in 3 or 8 (and lower still when the question names the other attribute).
+
+## Data
+
+- easy-VQA (PyPI `easy-vqa` 1.0, via `jaxprune.data.load_task("easyvqa")`): {n_train} training questions on
+  {n_train_images} images; evaluation on all {n_test} test questions (1000 unseen images).
+- Tokenizer: word-level (`tokenizers` WordLevel, lowercase, whitespace + punctuation split) over every word of
+  easy-VQA's train and test questions and answers plus `user`, `assistant`, `:`; specials `<pad>`=0, `<s>`=1,
+  `</s>`=2, `<unk>`=3, `<image>`=4 and `\\n`=5. {t.vocab_size} ids. No prompt of either split contains `<unk>`.
+- Image processor: `CLIPImageProcessor`, 64x64 (no resize for easy-VQA's 64x64 images, centre crop 64, CLIP
+  mean/std). Training and evaluation both use `processor(images=..., return_tensors="np").pixel_values`.
+
+## Model ({n_params:,} parameters, float32, {checkpoint_mb:.1f} MB)
+
+| part | configuration |
+|---|---|
+| vision tower | CLIP ViT, {v.image_size}x{v.image_size} input, patch {v.patch_size} ({v.num_patches} patches + [CLS]), width {v.hidden_size}, MLP {v.intermediate_size}, {v.num_heads} heads, {v.num_layers} layers of which {cfg.vision_layers_used} run (feature layer {cfg.vision_feature_layer}) |
+| projector | Linear({v.hidden_size}, {t.hidden_size}) -> GELU -> Linear({t.hidden_size}, {t.hidden_size}) |
+| decoder | Llama, width {t.hidden_size}, {t.num_layers} layers, {t.num_heads} query heads / {t.num_kv_heads} KV heads (head dim {t.head_dim}), SwiGLU MLP {t.intermediate_size}, RoPE theta {t.rope_theta:g}, untied LM head |
+
+The exported vision tower has {v.num_layers} layers so that transformers' `LlavaForConditionalGeneration` loads
+it with LLaVA-1.5's `vision_feature_layer=-2`. The model never ran that last encoder layer (jaxprune builds only
+the layers LLaVA reads), so it and the post-LayerNorm are stored as inert placeholders (linear weights 0,
+LayerNorm weight 1 / bias 0): LLaVA reads the hidden state before them, so they cannot change any output.
+
+## Training recipe
+
+Trained from scratch with teacher forcing on `build_prompt(question).ids + answer_ids + [</s>]`, every
+sequence left-padded to one length ({train_info['seq_len']} tokens) so the train step compiles once;
+cross-entropy on the answer tokens and EOS only. AdamW (b1 0.9, b2 0.98) with linear warmup and cosine decay,
+global-norm clipping, weight decay on matrices only. Pixels are computed once per image; the augmentation
+applies one of the 8 flips/quarter turns to each training image (shape and colour answers do not change).
+Deterministic for a given seed on a given machine.
+
+| hyperparameter | value |
+|---|---|
+{hp}
+
+- Samples seen: {recipe.steps * recipe.batch_size:,} ({recipe.steps * recipe.batch_size / n_train:.2f} epochs).
+- Final training loss (mean of the last {min(10, len(losses))} logged values, 10 steps each):
+  {np.mean([l for _, l in losses[-10:]]):.4f}.
+- Wall time: training {train_info['seconds'] / 60:.1f} min, evaluation {(test['seconds'] + blind['seconds']) / 60:.1f} min,
+  whole run {seconds_total / 60:.1f} min.
+- Machine: {machine_description()} (shared with other jobs while it ran).
+- Command: `{command}`
+
+## Use
+
+```python
+from jaxprune.convert.hf import load_model
+loaded = load_model("llava-easyvqa", dtype="float32")   # or the path of this directory
+```
+
+`python -m jaxprune.eval --model llava-easyvqa ...` evaluates it like any LLaVA. The directory is also a
+regular transformers checkpoint (`LlavaForConditionalGeneration.from_pretrained`, `AutoTokenizer`,
+`AutoImageProcessor`).
+"""
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def run(task: str, out: str | os.PathLike, recipe: Recipe, *, train_limit: int | None = None,
+        test_limit: int | None = None, command: str = "") -> dict[str, Any]:
+  """Build, train, evaluate and export; -> summary dict (also printed by the CLI)."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from jaxprune.convert.export import save_hf_llava
+  from jaxprune.models.llava import Llava
+
+  if task != "easyvqa":
+    raise SystemExit(f"--task {task!r}: only 'easyvqa' is supported")
+  t0 = time.perf_counter()
+  tokenizer = build_tokenizer()
+  processor = build_image_processor()
+  vocab = -(-len(tokenizer) // 8) * 8
+  cfg = model_config(recipe, vocab, bos=tokenizer.bos_token_id, eos=tokenizer.eos_token_id,
+                     pad=tokenizer.pad_token_id, image_token=tokenizer.convert_tokens_to_ids("<image>"))
+  train_split = load_split("train", tokenizer, processor, cfg, limit=train_limit)
+  test_split = load_split("test", tokenizer, processor, cfg, limit=test_limit)
+  print(f"data: {len(train_split)} train questions / {len(train_split.pixels)} images, "
+        f"{len(test_split)} test questions ({time.perf_counter() - t0:.0f}s)", flush=True)
+
+  model = Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(recipe.seed))
+  n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  print(f"model: {n_params:,} parameters; {recipe}", flush=True)
+  info = train(model, recipe, train_split, tokenizer.pad_token_id)
+  test = evaluate(model, tokenizer, test_split, blind=False, batch_size=recipe.eval_batch_size)
+  blind = evaluate(model, tokenizer, test_split, blind=True, batch_size=recipe.eval_batch_size)
+  print(f"test accuracy {test['accuracy']:.4f} {test['by_kind']}; blind {blind['accuracy']:.4f} {blind['by_kind']}",
+        flush=True)
+
+  out = Path(out)
+  save_hf_llava(model, cfg, out, tokenizer=tokenizer, image_processor=processor)
+  size_mb = sum(f.stat().st_size for f in out.iterdir() if f.is_file() and f.name != "README.md") / 2**20
+  seconds = time.perf_counter() - t0
+  (out / "README.md").write_text(model_card(
+      recipe=recipe, cfg=cfg, command=command, n_params=n_params, train_info=info, test=test, blind=blind,
+      n_train=len(train_split), n_test=len(test_split), n_train_images=len(train_split.pixels),
+      seconds_total=seconds, checkpoint_mb=size_mb))
+  summary = {"test_accuracy": test["accuracy"], "test_by_kind": test["by_kind"], "blind_accuracy": blind["accuracy"],
+             "blind_by_kind": blind["by_kind"], "train_seconds": info["seconds"], "total_seconds": seconds,
+             "final_loss": info["losses"][-1][1] if info["losses"] else None, "checkpoint_mb": size_mb,
+             "params": n_params, "out": str(out)}
+  print(json.dumps(summary, indent=2), flush=True)
+  return summary
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  import sys
+  defaults = Recipe()
+  p = argparse.ArgumentParser(prog="python -m jaxprune.train", description=__doc__.split("\n\n")[0])
+  p.add_argument("--task", default="easyvqa", choices=["easyvqa"])
+  p.add_argument("--out", required=True, help="checkpoint directory to write (HF LLaVA format + README.md)")
+  p.add_argument("--steps", type=int, default=defaults.steps)
+  p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+  p.add_argument("--seed", type=int, default=defaults.seed)
+  p.add_argument("--lr", type=float, default=defaults.lr)
+  p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+  p.add_argument("--no-augment", action="store_true", help="train on the images as they are")
+  p.add_argument("--text-hidden", type=int, default=defaults.text_hidden)
+  p.add_argument("--text-layers", type=int, default=defaults.text_layers)
+  p.add_argument("--vision-hidden", type=int, default=defaults.vision_hidden)
+  p.add_argument("--vision-layers", type=int, default=defaults.vision_layers_used, help="encoder layers that run")
+  p.add_argument("--train-limit", type=int, default=None, help="first N training questions only (smoke runs)")
+  p.add_argument("--test-limit", type=int, default=None, help="first N test questions only (smoke runs)")
+  args = p.parse_args(argv)
+  recipe = dataclasses.replace(defaults, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
+                               warmup_steps=min(args.warmup_steps, args.steps // 2), augment=not args.no_augment,
+                               text_hidden=args.text_hidden, text_layers=args.text_layers,
+                               vision_hidden=args.vision_hidden, vision_layers_used=args.vision_layers)
+  command = "python -m jaxprune.train " + " ".join(argv if argv is not None else sys.argv[1:])
+  return run(args.task, args.out, recipe, train_limit=args.train_limit, test_limit=args.test_limit, command=command)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,70 @@
+"""Multi-device evals on 8 host devices, and the 7B sharding plan computed abstractly."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxprune.models.llava import Llava
+from jaxprune.models.registry import LLAVA_15_7B
+from jaxprune.sharding import per_device_bytes, plan_specs, spec_for
+
+EIGHT_DEVICES = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONUNBUFFERED="1")
+
+
+def _eval(model, data, out, mesh):
+  data_dir, datbench = data
+  argv = [sys.executable, "-m", "jaxprune.eval", "--model", str(model), "--tasks", "easyvqa,datbench:chart",
+          "--limit", "6", "--batch-size", "4", "--data-dir", str(data_dir), "--datbench-dir", str(datbench),
+          "--max-new-tokens", "3", "--time-batches", "0", "--no-plots", "--output-path", str(out),
+          "--method", "none,latesim,fastv,visionzip", "--layer", "0,2", "--keep", "6", "--mesh", mesh]
+  done = subprocess.run(argv, env=EIGHT_DEVICES, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-2000:]
+  results = json.loads((out / "results.json").read_text())
+  samples = {(s["task"], s["config"], s["id"]): (s.get("prediction"), s.get("kept"), s["failed"])
+             for s in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}
+  rows = [{k: v for k, v in r.items() if k != "prefill_ms"} for r in results["rows"]]
+  return results["mesh"], rows, samples, done.stderr
+
+
+def test_eight_devices_match_one_device(tiny_eval_model, eval_data, tmp_path):
+  mesh1, rows1, samples1, _ = _eval(tiny_eval_model, eval_data, tmp_path / "one", "data=1,model=1")
+  assert mesh1 == {"data": 1, "model": 1}
+  assert len(samples1) == 5 * (6 + 5)  # none, latesim@0, latesim@2, fastv@2, visionzip@0 x 11 items
+  for mesh in ("data=8", "data=4,model=2"):
+    sizes, rows, samples, err = _eval(tiny_eval_model, eval_data, tmp_path / mesh.replace(",", "_"), mesh)
+    assert math.prod(sizes.values()) == 8
+    if mesh == "data=8":
+      assert "rounded up to 8" in err  # 6 and 5 items over 8 data shards: padded, masked out
+    assert samples == samples1
+    assert rows == rows1
+
+
+def test_7b_shardings_planned_abstractly():
+  abstract = nnx.eval_shape(lambda: Llava(LLAVA_15_7B, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
+  state = nnx.state(abstract)
+  specs = plan_specs(state, model_size=8)
+  total = 0
+  for path, leaf in nnx.to_flat_state(state):
+    name = ".".join(map(str, path))
+    size = math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
+    total += size
+    if size > 1 << 20:
+      assert "model" in tuple(specs[name]), f"{name} ({size / 2**20:.1f} MiB) is not sharded"
+  per_device = per_device_bytes(state, {"data": 1, "model": 8})
+  assert total > 13e9  # ~7.06B parameters in bf16
+  assert per_device <= 8e9 and per_device < total / 7
+  print(f"LLaVA-1.5-7B bf16: {total / 1e9:.2f} GB total, {per_device / 1e9:.2f} GB per device under model=8")
+
+
+def test_indivisible_dims_fall_back_to_replicated():
+  assert tuple(spec_for("language_model.layers.0.attn.q_proj.kernel", (64, 60), 8)) == ()
+  assert tuple(spec_for("language_model.layers.0.attn.q_proj.kernel", (64, 64), 8)) == (None, "model")
+  assert tuple(spec_for("language_model.norm.weight", (4096,), 8)) == ()
