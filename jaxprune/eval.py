@@ -25,8 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 
 DEMO_ARGS = ["--model", "llava-easyvqa", "--tasks", "easyvqa", "--method",
-             "none,latesim,fastv,clsattn,embedsim,divprune,visionzip,random,uniform",
-             "--layer", "0,2", "--keep", "16,32,64", "--limit", "300", "--output-path", "out/demo"]
+             "none,latesim@2,fastv@2,clsattn@0,embedsim@0,divprune@0,visionzip@0,random@0,uniform@0",
+             "--keep", "8,16,32", "--limit", "300", "--output-path", "out/demo"]
 BLIND, NONE = "blind", "none"
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
@@ -43,7 +43,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p.add_argument("--model", default="llava-easyvqa",
                  help="registry name (llava, llava-easyvqa), HF directory, orbax directory, .gguf or hub id")
   p.add_argument("--tasks", default="easyvqa", help="comma list: easyvqa, datbench:<capability>")
-  p.add_argument("--method", default=NONE, help="comma list of pruning methods; 'none' = unpruned baseline")
+  p.add_argument("--method", default=NONE,
+                 help="comma list of pruning methods, each optionally with its own layer (fastv@2); "
+                      "'none' = unpruned baseline")
   p.add_argument("--layer", default="2", help="comma list of decoder layers K to prune at")
   p.add_argument("--keep", default="64", help="comma list of visual tokens kept per image (int) or ratios (0.25)")
   p.add_argument("--batch-size", type=int, default=8)
@@ -89,24 +91,35 @@ def _parse_keeps(text: str) -> list[int | float]:
 
 
 def build_grid(args, cfg) -> tuple[list, list[str]]:
-  """-> (plans: None for the baseline, else validated PrunePlans; notes on skipped combinations)."""
+  """-> (plans: None for the baseline, else validated PrunePlans; notes on skipped combinations).
+
+  A `--method` entry may pin its own layer (`fastv@2`), which then replaces the `--layer` list for it.
+  """
   from jaxprune.prune.plan import METHODS, PlanError, PrunePlan, Stage
-  methods = _split(args.method)
-  unknown = [m for m in methods if m != NONE and m not in METHODS]
+  entries = _split(args.method)
+  methods = [(e.split("@")[0], e.split("@")[1] if "@" in e else None) for e in entries]
+  unknown = [m for m, _ in methods if m != NONE and m not in METHODS]
   if unknown:
     raise EvalError(f"--method {unknown[0]}: unknown method (known: none, {', '.join(METHODS)})")
-  try:
-    layers = [int(x) for x in _split(args.layer)]
-  except ValueError:
-    raise EvalError(f"--layer {args.layer}: expected comma-separated integers") from None
-  num_layers = cfg.text.num_layers
-  for layer in layers:
-    if not 0 <= layer < num_layers:
-      raise EvalError(f"--layer {layer}: outside [0, {num_layers}) for this model ({num_layers} decoder layers)")
+
+  def layers_of(text: str, flag: str) -> list[int]:
+    try:
+      layers = [int(x) for x in _split(text)]
+    except ValueError:
+      raise EvalError(f"{flag}{'' if flag.endswith('@') else ' '}{text}: expected comma-separated integers") from None
+    sep = "" if flag.endswith("@") else " "
+    for layer in layers:
+      if not 0 <= layer < cfg.text.num_layers:
+        raise EvalError(f"{flag}{sep}{layer}: outside [0, {cfg.text.num_layers}) for this model "
+                        f"({cfg.text.num_layers} decoder layers)")
+    return layers
+
+  default_layers = layers_of(args.layer, "--layer")
   keeps = _parse_keeps(args.keep)
-  plans, notes = ([None] if NONE in methods else []), []
-  for method in (m for m in methods if m != NONE):
+  plans, notes = ([None] if any(m == NONE for m, _ in methods) else []), []
+  for method, pinned in ((m, p) for m, p in methods if m != NONE):
     options = (("seed", args.seed),) if method == "random" else ()
+    layers = layers_of(pinned, f"--method {method}@") if pinned is not None else default_layers
     valid = 0
     for layer in layers:
       for keep in keeps:
@@ -118,7 +131,7 @@ def build_grid(args, cfg) -> tuple[list, list[str]]:
             raise EvalError(str(e)) from None
           notes.append(f"skipped {method}@{layer}: {str(e).split(': ', 1)[1]}")
     if not valid:
-      raise EvalError(f"--method {method}: no valid layer among --layer {args.layer} ({notes[-1]})")
+      raise EvalError(f"--method {method}: no valid layer among {layers} ({notes[-1]})")
   if not plans:
     raise EvalError("nothing to evaluate: give --method (none for the unpruned baseline)")
   return plans, notes

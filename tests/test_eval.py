@@ -79,6 +79,14 @@ def test_ratio_keep_and_layer0_methods(tiny_eval_model, eval_data, tmp_path, cap
   assert "skipped fastv@0" in err and "skipped visionzip@1" in err
 
 
+def test_methods_may_pin_their_own_layer(tiny_eval_model, eval_data, tmp_path):
+  argv = _common(tiny_eval_model, eval_data, tmp_path / "p", limit=4) + [
+      "--tasks", "easyvqa", "--method", "none,fastv@3,clsattn@0", "--layer", "1", "--keep", "4,8"]
+  assert jeval.main(argv) == 0
+  plans = [r["plan"] for r in _results(tmp_path / "p")["rows"]]
+  assert plans == ["none", "fastv@3:4", "fastv@3:8", "clsattn@0:4", "clsattn@0:8"]
+
+
 def test_blind_then_drop_blind_lowers_n(always_yes_model, eval_data, tmp_path):
   common = _common(always_yes_model, eval_data, None, limit=40)[:-1]
   common[common.index("--max-new-tokens") + 1] = "1"
@@ -128,6 +136,7 @@ def test_killed_run_resumes_to_the_same_results(tiny_eval_model, eval_data, tmp_
     (["--keep", "0", "--method", "latesim"], "--keep 0: keep at least 1 visual token"),
     (["--layer", "4", "--method", "latesim"], "--layer 4: outside [0, 4)"),
     (["--method", "magic"], "--method magic: unknown method"),
+    (["--method", "fastv@9"], "--method fastv@9: outside [0, 4)"),
 ])
 def test_bad_flags_give_one_clear_line(tiny_eval_model, eval_data, tmp_path, capsys, extra, message):
   argv = _common(tiny_eval_model, eval_data, tmp_path / "bad") + ["--tasks", "easyvqa"] + extra
