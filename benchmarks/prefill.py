@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # one command from a checkout, installed or not
 from jaxprune import cost
 from jaxprune.convert.hf import fill_state
 from jaxprune.generate import Batch, greedy_decode, pad_batch, prefill
@@ -169,15 +170,12 @@ def host_peak_delta(call: Callable[[], Any]) -> tuple[int | None, str]:
     return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, "ru_maxrss increase"
 
 
-def measured_peak_tflops(dtype: jnp.dtype, on_gpu: bool) -> float:
-  """Matmul rate of the device in `dtype`: a large jitted square matmul, median of 10."""
+def peak_matmul_timer(dtype: jnp.dtype, on_gpu: bool) -> tuple[Timer, int]:
+  """A large jitted square matmul in `dtype`: (timer, matrix size n; 2 n^3 FLOPs a call). Timed in the same rounds as the rest,
+  so the peak it measures sees the same load from other processes as the prefills it normalises."""
   n = 8192 if on_gpu else 2048
   a = jnp.asarray(np.random.RandomState(0).randn(n, n), dtype)
-  timer = Timer(jax.jit(lambda x, y: x @ y), jax.block_until_ready, lambda: (a, a))
-  timer.warm_up()
-  for _ in range(10):
-    timer.run_once()
-  return 2 * n**3 / (timer.median_ms / 1e3) / 1e12
+  return Timer(jax.jit(lambda x, y: x @ y), jax.block_until_ready, lambda: (a, a)), n
 
 
 def cpu_name() -> str:
@@ -265,6 +263,7 @@ def main() -> None:
   parser.add_argument("--out-dir", default="evals/bench")
   parser.add_argument("--force", action="store_true", help="run a GPU config without a GPU")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
   args = parser.parse_args()
   spec = CONFIGS[args.config]
 
@@ -278,6 +277,8 @@ def main() -> None:
   if not on_gpu:  # cpu configs stay on the CPU even on a GPU box
     jax.config.update("jax_default_device", jax.devices("cpu")[0])
   torch_device = "cuda" if on_gpu else "cpu"
+  if args.torch_threads:
+    torch.set_num_threads(args.torch_threads)
   dtype = jnp.dtype(spec.dtype)
   batch_size = args.batch or spec.batch
   n_steps = args.decode_steps
@@ -400,6 +401,10 @@ def main() -> None:
 
   # ---- warm-up everything, then round-robin timed runs
   timers = [t for row in rows for t in row["timers"].values()]
+  peak_timer, peak_n = peak_matmul_timer(dtype, on_gpu)
+  if args.peak_tflops is None:
+    timers.append(peak_timer)
+  load = [os.getloadavg()]
   for t in timers:
     if t.first_s is None:
       t.warm_up()
@@ -407,7 +412,8 @@ def main() -> None:
     start = time.perf_counter()
     for t in timers:
       t.run_once()
-    print(f"round {r + 1}/{args.runs}: {time.perf_counter() - start:.1f} s", flush=True)
+    load.append(os.getloadavg())
+    print(f"round {r + 1}/{args.runs}: {time.perf_counter() - start:.1f} s, load {load[-1][0]:.1f}", flush=True)
   hf_tokens = rows[0]["timers"]["decode"].result.cpu().numpy()
   jax_tokens = np.asarray(rows[1]["timers"]["decode"].result)
   token_agreement = float((hf_tokens == jax_tokens).mean())
@@ -431,8 +437,9 @@ def main() -> None:
   weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
 
   # ---- peak rate for MFU
-  peak_tflops = args.peak_tflops or measured_peak_tflops(dtype, on_gpu)
-  peak_source = "--peak-tflops" if args.peak_tflops else f"measured: jitted {'8192' if on_gpu else '2048'}^2 matmul"
+  peak_tflops = args.peak_tflops or 2 * peak_n**3 / (peak_timer.median_ms / 1e3) / 1e12
+  peak_source = ("--peak-tflops" if args.peak_tflops else
+                 f"measured: jitted {peak_n}x{peak_n} {spec.dtype} matmul, timed in the same rounds")
 
   # ---- ratios
   torch_row, base = rows[0], rows[1]
@@ -489,6 +496,7 @@ def main() -> None:
       "decode_steps": n_steps, "runs": args.runs, "peak_tflops": peak_tflops, "peak_source": peak_source,
       "weight_bytes": weight_bytes, "logits_max_abs_diff_vs_hf": logits_diff,
       "decode_token_agreement_vs_hf": token_agreement, "notes": notes,
+      "loadavg_1min_per_round": [round(x[0], 2) for x in load],
   }
   lines = render(meta, results, targets)
   print("\n".join(lines))
@@ -522,7 +530,9 @@ def render(meta: dict, rows: list[dict], targets: list[dict], *, markdown: bool 
   title = (f"prefill benchmark {meta['config']}: batch {meta['batch']}, L={meta['bucketed_length']} "
            f"({meta['num_visual']} visual), {meta['dtype']}, {meta['decoder_layers']} decoder layers, "
            f"{meta['decode_steps']} decode steps, median of {meta['runs']}, {meta['device_kind']} / torch "
-           f"{meta['torch_device']} ({meta['processor']}, {meta['cpu_count']} cores), {meta['date']}")
+           f"{meta['torch_device']} ({meta['torch_threads']} threads) ({meta['processor']}, {meta['cpu_count']} cores, "
+           f"1-min load {min(meta['loadavg_1min_per_round']):.1f}-{max(meta['loadavg_1min_per_round']):.1f}), "
+           f"{meta['date']}")
   info = [f"jax {meta['jax']}, flax {meta['flax']}, torch {meta['torch']}, transformers {meta['transformers']}; "
           f"peak {meta['peak_tflops']:.3g} TFLOP/s ({meta['peak_source']}); "
           f"logits max|diff| vs HF {meta['logits_max_abs_diff_vs_hf']:.2g}, decode tokens agreeing with HF "
@@ -531,7 +541,7 @@ def render(meta: dict, rows: list[dict], targets: list[dict], *, markdown: bool 
           f"jaxprune weights {meta['weight_bytes'] / 2**20:.0f} MiB",
           "prefill/decode vs torch = torch time / this row's time (decode vs torch's unpruned decode); "
           "speedup/bound = (unpruned/pruned time) / (unpruned/pruned FLOPs); score+select share of unpruned prefill; "
-          "compile s = first call - median (prefill/decode)"] + [f"note: {n}" for n in meta["notes"]]
+          "compile s = first call - median (prefill/decode; ~0 where an earlier row's program had the same shapes)"] + [f"note: {n}" for n in meta["notes"]]
   theader = ["target", "measured", "target", "result"]
   tbody = [[t["name"], t["fmt"].format(t["measured"]),
             f"{t['op']} {t['fmt'].format(t['target'])}", t["result"]] for t in targets]

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 DEMO_ARGS = ["--model", "llava-easyvqa", "--tasks", "easyvqa", "--method",
-             "none,latesim@2,fastv@2,clsattn@0,embedsim@0,divprune@0,visionzip@0,random@0,uniform@0",
+             "none,latesim@1,fastv@1,clsattn@0,embedsim@0,divprune@0,visionzip@0,random@0,uniform@0",
              "--keep", "8,16,32", "--limit", "300", "--output-path", "out/demo"]
 BLIND, NONE = "blind", "none"
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -114,12 +114,12 @@ def build_grid(args, cfg) -> tuple[list, list[str]]:
                         f"({cfg.text.num_layers} decoder layers)")
     return layers
 
-  default_layers = layers_of(args.layer, "--layer")
   keeps = _parse_keeps(args.keep)
   plans, notes = ([None] if any(m == NONE for m, _ in methods) else []), []
   for method, pinned in ((m, p) for m, p in methods if m != NONE):
     options = (("seed", args.seed),) if method == "random" else ()
-    layers = layers_of(pinned, f"--method {method}@") if pinned is not None else default_layers
+    # --layer applies only to methods without a pinned layer, so it is checked only when used
+    layers = layers_of(pinned, f"--method {method}@") if pinned is not None else layers_of(args.layer, "--layer")
     valid = 0
     for layer in layers:
       for keep in keeps:

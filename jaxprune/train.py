@@ -95,17 +95,22 @@ class Recipe:
   """Every knob of a run; written verbatim into the model card."""
 
   steps: int = 4000
-  batch_size: int = 32
+  batch_size: int = 128  # image-question sequences per step
+  questions_per_image: int = 8  # a step holds batch_size / questions_per_image images
+  blind_per_step: int = 4  # text-only sequences per step: the blind prompt learns the language prior
+  # Share of each question family among the image sequences (None: easy-VQA's own proportions).
+  family_shares: tuple[tuple[str, float], ...] | None = (
+      ("what shape", 0.3), ("shape yes/no", 0.3), ("what color", 0.1), ("color yes/no", 0.3))
   lr: float = 2e-3
   warmup_steps: int = 200
   end_lr_ratio: float = 0.02  # cosine decays to lr * this
   weight_decay: float = 0.05  # on matrices only (not norms, biases, embeddings' 1-D params)
   grad_clip: float = 1.0
   seed: int = 0
-  augment: bool = True  # random flips / 90-degree turns: shape and colour answers are invariant to them
+  augment: bool = True  # random left-right mirroring of training images
   # model
   vision_hidden: int = 64
-  vision_layers_used: int = 2  # the exported tower has one more (LLaVA reads layer -2)
+  vision_layers_used: int = 3  # the exported tower has one more (LLaVA reads layer -2)
   vision_heads: int = 4
   text_hidden: int = 64
   text_layers: int = 2
@@ -114,6 +119,12 @@ class Recipe:
   mlp_ratio: int = 3
   # eval
   eval_batch_size: int = 64
+
+  @property
+  def images_per_step(self) -> int:
+    if self.batch_size % self.questions_per_image:
+      raise ValueError(f"batch size {self.batch_size} is not a multiple of {self.questions_per_image} questions/image")
+    return self.batch_size // self.questions_per_image
 
 
 def model_config(recipe: Recipe, vocab_size: int, *, bos: int, eos: int, pad: int, image_token: int):
@@ -140,7 +151,7 @@ class Split:
 
   questions: list[str]
   answers: list[str]
-  kinds: list[str]  # "yes/no", "shape", "color": for the per-kind breakdown in the model card
+  kinds: list[str]  # question family (see `question_kind`): balanced sampling and the per-kind breakdown
   prompts: list[Any]  # jaxprune.prompts.Prompt with the image placeholders
   blind_prompts: list[Any]  # the same without image
   answer_ids: list[list[int]]  # answer tokens + EOS
@@ -151,10 +162,18 @@ class Split:
     return len(self.questions)
 
 
-def question_kind(answer: str) -> str:
-  if answer in ("yes", "no"):
-    return "yes/no"
-  return "shape" if answer in ("circle", "rectangle", "triangle") else "color"
+SHAPES = ("circle", "rectangle", "triangle")
+COLORS = ("black", "blue", "brown", "gray", "green", "red", "teal", "yellow")
+
+
+def question_kind(question: str, answer: str) -> str:
+  """One of easy-VQA's four question families: "what shape", "what color", "shape yes/no", "color yes/no"."""
+  if answer in SHAPES:
+    return "what shape"
+  if answer in COLORS:
+    return "what color"
+  words = set(re.findall(r"\w+", question.lower()))
+  return "color yes/no" if words & set(COLORS) else "shape yes/no"
 
 
 def load_split(split: str, tokenizer, processor, cfg, *, limit: int | None = None) -> Split:
@@ -182,50 +201,201 @@ def load_split(split: str, tokenizer, processor, cfg, *, limit: int | None = Non
     if unk in p.ids:
       raise ValueError(f"easy-VQA {split}: the tokenizer has no word for part of {q!r}")
   answer_ids = [tokenizer.encode(a, add_special_tokens=False) + [tokenizer.eos_token_id] for a in answers]
-  return Split(questions, answers, [question_kind(a) for a in answers], prompts, blind, answer_ids,
+  return Split(questions, answers, [question_kind(q, a) for q, a in zip(questions, answers)], prompts, blind, answer_ids,
                np.asarray(index, np.int32), pixels)
 
 
-def training_arrays(split: Split, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-  """Left-padded teacher-forcing sequences prompt + answer + EOS, all of one length so the step compiles once.
+def teacher_forcing(prompts: Sequence[Any], answer_ids: Sequence[list[int]], pad_id: int):
+  """Left-padded prompt + answer + EOS sequences, all of one length so the train step compiles once.
 
-  -> ids [N, L] int32, valid [N, L] bool, target [N, L] bool (True where the *next* token is answer/EOS), L.
+  -> ids [N, L] int32, valid [N, L] bool, target [N, L] bool (True where the *next* token is answer/EOS).
+  Left padding with positions counted from the first real token is exactly what generation sees.
   """
-  seqs = [p.ids + a for p, a in zip(split.prompts, split.answer_ids)]
+  seqs = [p.ids + a for p, a in zip(prompts, answer_ids)]
   length = max(len(s) for s in seqs)
   ids = np.full((len(seqs), length), pad_id, np.int32)
   valid = np.zeros((len(seqs), length), bool)
   target = np.zeros((len(seqs), length), bool)
-  for i, (s, a) in enumerate(zip(seqs, split.answer_ids)):
+  for i, (s, a) in enumerate(zip(seqs, answer_ids)):
     ids[i, length - len(s):] = s
     valid[i, length - len(s):] = True
     target[i, length - len(a) - 1:length - 1] = True  # positions predicting the answer tokens and EOS
-  return ids, valid, target, length
+  return ids, valid, target
 
 
-def augment(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """[B, C, H, W] -> each image flipped and/or turned by a multiple of 90 degrees (one of the 8 symmetries)."""
-  out = np.empty_like(pixels)
-  for i, (k, flip) in enumerate(zip(rng.integers(0, 4, len(pixels)), rng.integers(0, 2, len(pixels)))):
-    x = np.rot90(pixels[i], k, axes=(1, 2))
-    out[i] = x[:, :, ::-1] if flip else x
-  return out
+def hflip(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """[B, C, H, W], each image mirrored left-right with probability 1/2.
+
+  Only this symmetry: easy-VQA's triangles always point up, so turns or vertical flips would leave the
+  data distribution; a mirror image keeps every shape and colour answer.
+  """
+  flip = rng.random(len(pixels)) < 0.5
+  return np.where(flip[:, None, None, None], pixels[..., ::-1], pixels)
+
+
+def split_prompts(split: Split, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Image prompts as one shared prefix + per-question suffixes, for `shared_prefix_loss`.
+
+  Every image prompt starts `<s> user : <image>*Nv \n`, so this prefix is the same token list for all
+  questions (only its pixels differ). -> prefix [P] int32, suffix ids/valid/target [N, S] right-padded; the
+  suffix is question + `assistant :` + answer + EOS and target marks positions whose next token is answer/EOS.
+  """
+  starts = {p.question_span[0] for p in split.prompts}
+  prefixes = {tuple(p.ids[:p.question_span[0]]) for p in split.prompts}
+  if len(starts) != 1 or len(prefixes) != 1:
+    raise ValueError("image prompts do not share one prefix; cannot train with shared-prefix batching")
+  prefix = np.asarray(prefixes.pop(), np.int32)
+  suffixes = [p.ids[len(prefix):] + a for p, a in zip(split.prompts, split.answer_ids)]
+  length = max(len(x) for x in suffixes)
+  ids = np.full((len(suffixes), length), pad_id, np.int32)
+  valid = np.zeros((len(suffixes), length), bool)
+  target = np.zeros((len(suffixes), length), bool)
+  for i, (x, a) in enumerate(zip(suffixes, split.answer_ids)):
+    ids[i, :len(x)], valid[i, :len(x)] = x, True
+    target[i, len(x) - len(a) - 1:len(x) - 1] = True
+  return prefix, ids, valid, target
+
+
+class Batches:
+  """Seeded batches: `images_per_step` images (a fresh permutation of all images per epoch), each with
+  `questions_per_image` of its questions, plus `blind_per_step` random blind (text-only) questions.
+
+  Questions are grouped by image so that the vision tower and the decoder's pass over the shared
+  image prefix run once per image (`shared_prefix_loss`).
+  """
+
+  def __init__(self, split: Split, recipe: Recipe, pad_id: int):
+    self.split, self.recipe = split, recipe
+    self.rng = np.random.default_rng(recipe.seed)
+    self.prefix, self.ids, self.valid, self.target = split_prompts(split, pad_id)
+    self.blind = teacher_forcing(split.blind_prompts, split.answer_ids, pad_id)
+    by_image: list[list[int]] = [[] for _ in range(len(split.pixels))]
+    for q, image in enumerate(split.image_index):
+      by_image[image].append(q)
+    self.questions_of = [np.asarray(q) for q in by_image]
+    # Question families are drawn in the recipe's proportions, not easy-VQA's: colour yes/no questions are
+    # over half of the data and mostly answerable from the text prior, while shape needs every label it can get.
+    # A question's weight is its family's share / the family's frequency (per image, renormalised).
+    kinds = np.asarray(split.kinds)
+    names, counts = np.unique(kinds, return_counts=True)
+    freq = dict(zip(names, counts))
+    share = dict(recipe.family_shares) if recipe.family_shares else {k: freq[k] for k in names}
+    weight = np.array([share.get(k, 0.0) / freq[k] for k in kinds]) + 1e-9
+    self.weights_of = [weight[q] / weight[q].sum() for q in self.questions_of]
+    self.order, self.cursor = self.rng.permutation(len(split.pixels)), 0
+
+  @property
+  def seq_len(self) -> int:
+    return len(self.prefix) + self.ids.shape[1]
+
+  def next(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """-> (the step's arrays, the question index of each image sequence [B])."""
+    r, rng = self.recipe, self.rng
+    if self.cursor + r.images_per_step > len(self.order):  # new epoch of images, ragged tail dropped
+      self.order, self.cursor = rng.permutation(len(self.order)), 0
+    images = self.order[self.cursor:self.cursor + r.images_per_step]
+    self.cursor += r.images_per_step
+    rows = np.concatenate([rng.choice(self.questions_of[i], r.questions_per_image, p=self.weights_of[i],
+                                      replace=len(self.questions_of[i]) < r.questions_per_image) for i in images])
+    pixels = self.split.pixels[images]  # [Bi, C, H, W]
+    if r.augment:
+      pixels = hflip(pixels, rng)
+    blind = rng.integers(0, len(self.split), r.blind_per_step)
+    arrays = {"prefix": self.prefix, "pixels": pixels,
+              "image_of": np.repeat(np.arange(len(images), dtype=np.int32), r.questions_per_image),
+              "ids": self.ids[rows], "valid": self.valid[rows], "target": self.target[rows],
+              "blind_ids": self.blind[0][blind], "blind_valid": self.blind[1][blind],
+              "blind_target": self.blind[2][blind]}
+    return arrays, rows
 
 
 # -------------------------------------------------------------------------------------------- train
 
 
-def loss_fn(model, ids, valid, pixels, target):
-  """Mean cross-entropy over the answer + EOS predictions. ids/valid/target [B, L], pixels [B, C, H, W]."""
+def token_losses(lm, hidden, ids, target):
+  """Final-normed hidden [B, L, D] -> per-sequence summed cross-entropy of the answer + EOS predictions [B]
+  and their counts [B]; position t predicts ids[:, t+1]."""
   import jax.numpy as jnp
   import optax
-  tokens, _ = model.input_tokens(ids, valid, pixels)
-  lm = model.language_model
-  h, _, _ = lm.prefill(tokens, extra_slots=0)  # [B, L, D]; the unused KV cache is dropped by XLA
-  logits = lm.logits(h[:, :-1])  # [B, L-1, V], position t predicts token t+1
+  logits = lm.logits(hidden[:, :-1])  # [B, L-1, V]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:])  # [B, L-1]
   mask = target[:, :-1]
-  return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1)
+  return jnp.sum(ce * mask, axis=1), jnp.sum(mask, axis=1)
+
+
+def answer_loss(lm, tokens, ids, target):
+  """The plain path: full teacher-forced sequences (left-padded) through `LlamaModel.prefill`."""
+  h, _, _ = lm.prefill(tokens, extra_slots=0)  # [B, L, D]; the unused KV cache is dropped by XLA
+  return token_losses(lm, h, ids, target)
+
+
+def shared_prefix_loss(model, prefix, pixels, image_of, ids, valid, target):
+  """Per-question losses, computing each image's prefix once: identical to running every full sequence.
+
+  prefix [P] token ids shared by all questions, pixels [Bi, C, H, W], image_of [B] (image of each question),
+  ids/valid/target [B, S] right-padded suffixes. Attention is causal, so the prefix's states and K/V do not
+  depend on the question: the prefix runs once per image, and each question's suffix attends to its image's
+  cached prefix K/V (the decoder's own cached-attention path, `DecoderLayer` with `cache_kv`). Positions are
+  0..P-1 for the prefix and P.. for the suffix, as in generation.
+  """
+  import jax.numpy as jnp
+  from jaxprune.models.llama import rope_inverse_frequencies, rope_tables
+  lm = model.language_model
+  n_img, p = pixels.shape[0], prefix.shape[0]
+  b, s = ids.shape
+  features = model.encode_images(pixels).features  # [Bi, Nv, D]
+  prefix_ids = jnp.broadcast_to(prefix, (n_img, p))  # [Bi, P]
+  image = prefix_ids == model.config.image_token_id
+  hidden = lm.embed(jnp.where(image, 0, prefix_ids))  # [Bi, P, D]
+  slot = jnp.clip(jnp.cumsum(image, axis=1) - 1, 0, features.shape[1] - 1)  # same merge as Llava.input_tokens
+  xp = jnp.where(image[..., None], jnp.take_along_axis(features, slot[..., None], axis=1), hidden)
+  xs = lm.embed(ids)  # [B, S, D]
+  inv_freq = rope_inverse_frequencies(lm.config)
+  cos_p, sin_p = rope_tables(jnp.broadcast_to(jnp.arange(p), (n_img, p)), inv_freq)
+  cos_s, sin_s = rope_tables(jnp.broadcast_to(p + jnp.arange(s), (b, s)), inv_freq)
+  mask_p = jnp.tril(jnp.ones((p, p), bool))[None, None]  # [1, 1, P, P]
+  mask_s = jnp.concatenate([jnp.ones((b, 1, s, p), bool),
+                            jnp.tril(jnp.ones((s, s), bool))[None, None] & valid[:, None, None, :]], axis=-1)
+  pad = ((0, 0), (0, s), (0, 0), (0, 0))
+  for layer in lm.layers:
+    xp_next, (kp, vp), _ = layer(xp, cos_p, sin_p, mask_p)  # kp/vp [Bi, P, G, Dh], post-RoPE
+    cache = (jnp.pad(kp[image_of], pad), jnp.pad(vp[image_of], pad))  # [B, P+S, G, Dh]
+    xs, _, _ = layer(xs, cos_s, sin_s, mask_s, cache, p)  # writes the suffix K/V at slots P.., attends to all
+    xp = xp_next
+  return token_losses(lm, lm.norm(xs), ids, target)
+
+
+def loss_fn(model, batch: dict):
+  """Mean cross-entropy over every answer + EOS token of the image and the blind sequences.
+
+  Aux: per image-question mean cross-entropy [B], for the per-family progress display.
+  """
+  import jax.numpy as jnp
+  per_seq, count = shared_prefix_loss(model, batch["prefix"], batch["pixels"], batch["image_of"], batch["ids"],
+                                      batch["valid"], batch["target"])
+  total, n = jnp.sum(per_seq), jnp.sum(count)
+  if batch["blind_ids"].shape[0]:
+    blind, _ = model.input_tokens(batch["blind_ids"], batch["blind_valid"], None)
+    t, c = answer_loss(model.language_model, blind, batch["blind_ids"], batch["blind_target"])
+    total, n = total + jnp.sum(t), n + jnp.sum(c)
+  return total / jnp.maximum(n, 1), per_seq / jnp.maximum(count, 1)
+
+
+def check_shared_prefix(model, split: Split, pad_id: int, n: int = 6, tol: float = 1e-4) -> float:
+  """Self-check: `shared_prefix_loss` equals the plain path (`Llava.input_tokens` + `prefill` on the full
+  left-padded sequences, as generation runs them) on a few questions. -> max abs difference."""
+  rows = np.arange(n)
+  prefix, ids, valid, target = split_prompts(split, pad_id)
+  images, image_of = np.unique(split.image_index[rows], return_inverse=True)
+  shared, _ = shared_prefix_loss(model, prefix, split.pixels[images], image_of.astype(np.int32), ids[rows],
+                                 valid[rows], target[rows])
+  full = teacher_forcing([split.prompts[r] for r in rows], [split.answer_ids[r] for r in rows], pad_id)
+  tokens, _ = model.input_tokens(full[0], full[1], split.pixels[split.image_index[rows]])
+  plain, _ = answer_loss(model.language_model, tokens, full[0], full[2])
+  diff = float(np.max(np.abs(np.asarray(shared) - np.asarray(plain))))
+  if not diff <= tol:
+    raise AssertionError(f"shared-prefix loss differs from the plain path by {diff:g}")
+  return diff
 
 
 def make_optimizer(recipe: Recipe):
@@ -245,42 +415,43 @@ def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 
   from flax import nnx
   from tqdm import tqdm
 
-  ids, valid, target, length = training_arrays(split, pad_id)
+  batches = Batches(split, recipe, pad_id)
+  print(f"shared-prefix loss == plain loss (max diff {check_shared_prefix(model, split, pad_id):.1e})", flush=True)
   graphdef, params = nnx.split(model)
   tx = make_optimizer(recipe)
   opt_state = tx.init(params)
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def step(params, opt_state, ids, valid, pixels, target):
-    loss, grads = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), ids, valid, pixels, target))(params)
+  def step(params, opt_state, batch):
+    grad_fn = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch), has_aux=True)
+    (loss, per_seq), grads = grad_fn(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    return optax.apply_updates(params, updates), opt_state, loss, per_seq
 
-  rng = np.random.default_rng(recipe.seed)
-  order, cursor = rng.permutation(len(split)), 0
+  kinds = np.asarray(split.kinds)
+  short = {"what shape": "shape?", "shape yes/no": "shape y/n", "what color": "color?", "color yes/no": "color y/n"}
   losses: list[tuple[int, float]] = []
+  family_losses: dict[str, list[float]] = {k: [] for k in sorted(set(split.kinds))}
+  pending: list[tuple[Any, Any, np.ndarray]] = []
   start = time.perf_counter()
-  bar = tqdm(range(recipe.steps), desc="train", unit="step", dynamic_ncols=True)
-  pending = []
+  bar = tqdm(range(recipe.steps), desc="train", unit="step", dynamic_ncols=True, mininterval=2.0)
   for i in bar:
-    if cursor + recipe.batch_size > len(order):  # new epoch: reshuffle, drop the ragged tail
-      order, cursor = rng.permutation(len(split)), 0
-    rows = order[cursor:cursor + recipe.batch_size]
-    cursor += recipe.batch_size
-    pixels = split.pixels[split.image_index[rows]]  # [B, C, H, W]
-    if recipe.augment:
-      pixels = augment(pixels, rng)
-    params, opt_state, loss = step(params, opt_state, ids[rows], valid[rows], pixels, target[rows])
-    pending.append(loss)
-    if (i + 1) % log_every == 0 or i + 1 == recipe.steps:
-      values = [float(x) for x in pending]  # one host sync per `log_every` steps
+    arrays, rows = batches.next()
+    params, opt_state, loss, per_seq = step(params, opt_state, arrays)
+    pending.append((loss, per_seq, rows))
+    if (i + 1) % log_every == 0 or i + 1 == recipe.steps:  # one host sync per log_every steps
+      losses.append((i + 1, float(np.mean([float(l) for l, _, _ in pending]))))
+      seq = np.concatenate([np.asarray(p) for _, p, _ in pending])
+      fam = kinds[np.concatenate([r for _, _, r in pending])]
+      for k in family_losses:
+        family_losses[k].append(float(seq[fam == k].mean()) if (fam == k).any() else float("nan"))
       pending = []
-      losses.append((i + 1, float(np.mean(values))))
-      bar.set_postfix(loss=f"{losses[-1][1]:.4f}")
+      recent = {short.get(k, k): np.nanmean(v[-5:]) for k, v in family_losses.items()}
+      bar.set_postfix(loss=f"{losses[-1][1]:.3f}", **{k: f"{v:.3f}" for k, v in recent.items()}, refresh=False)
   jax.block_until_ready(params)
   seconds = time.perf_counter() - start
   nnx.update(model, params)
-  return {"losses": losses, "seconds": seconds, "seq_len": length}
+  return {"losses": losses, "family_losses": family_losses, "seconds": seconds, "seq_len": batches.seq_len}
 
 
 # --------------------------------------------------------------------------------------------- eval
@@ -482,6 +653,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument("--lr", type=float, default=defaults.lr)
   p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
   p.add_argument("--no-augment", action="store_true", help="train on the images as they are")
+  p.add_argument("--questions-per-image", type=int, default=defaults.questions_per_image)
+  p.add_argument("--blind-per-step", type=int, default=defaults.blind_per_step)
   p.add_argument("--text-hidden", type=int, default=defaults.text_hidden)
   p.add_argument("--text-layers", type=int, default=defaults.text_layers)
   p.add_argument("--vision-hidden", type=int, default=defaults.vision_hidden)
@@ -491,6 +664,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = p.parse_args(argv)
   recipe = dataclasses.replace(defaults, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
                                warmup_steps=min(args.warmup_steps, args.steps // 2), augment=not args.no_augment,
+                               questions_per_image=args.questions_per_image, blind_per_step=args.blind_per_step,
                                text_hidden=args.text_hidden, text_layers=args.text_layers,
                                vision_hidden=args.vision_hidden, vision_layers_used=args.vision_layers)
   command = "python -m jaxprune.train " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -95,7 +95,7 @@ SWEEP = [
     new_code_cell(
         "from jaxprune import eval as jeval\n"
         "OUT = str(Path(WORKDIR) / \"where_to_prune\")\n"
-        "layers, keeps = (LAYERS, KEEPS) if not SMALL else (\"1,2\", \"16,64\")\n"
+        "layers, keeps = (LAYERS, KEEPS) if not SMALL else (\"0,1\", \"16,64\")\n"
         "code = jeval.main([\"--model\", MODEL, \"--tasks\", TASKS, \"--limit\", str(LIMIT if not SMALL else 40),\n"
         "                   \"--method\", \"none,latesim,fastv,random\", \"--layer\", layers, \"--keep\", keeps,\n"
         "                   \"--output-path\", OUT, \"--batch-size\", \"8\"])\n"
