@@ -29,6 +29,11 @@ call (Linux `clear_refs`/`VmHWM`; allocator caching can hide reuse). Per jaxprun
 `memory_analysis()` temp bytes are reported too. FLOPs come from `jaxprune.cost.prefill_flops` (vision included,
 lm_head on the last position) at the bucketed length; MFU uses `--peak-tflops`, by default measured by timing
 a large jitted matmul in the run's dtype on the device. Ratios are measured in one run: compare within a run.
+
+On a shared CPU, torch's OpenMP threads degrade far more than XLA's thread pool when another process takes a
+core (a [4, 576] x [576, 1536] matmul: 16 ms with 2 threads vs 0.3 ms with 1 under load), which inflates
+jaxprune/torch, above all for decode. For per-core kernel efficiency run pinned to one core:
+`taskset -c 1 python benchmarks/prefill.py --torch-threads 1 ...`.
 """
 
 from __future__ import annotations
@@ -171,8 +176,8 @@ def host_peak_delta(call: Callable[[], Any]) -> tuple[int | None, str]:
 
 
 def peak_matmul_timer(dtype: jnp.dtype, on_gpu: bool) -> tuple[Timer, int]:
-  """A large jitted square matmul in `dtype`: (timer, matrix size n; 2 n^3 FLOPs a call). Timed in the same rounds as the rest,
-  so the peak it measures sees the same load from other processes as the prefills it normalises."""
+  """A large jitted square matmul in `dtype`: (timer, matrix size n; 2 n^3 FLOPs a call). Timed in the same
+  rounds as the rest, so the peak it measures sees the same load from other processes as the prefills."""
   n = 8192 if on_gpu else 2048
   a = jnp.asarray(np.random.RandomState(0).randn(n, n), dtype)
   return Timer(jax.jit(lambda x, y: x @ y), jax.block_until_ready, lambda: (a, a)), n
@@ -541,7 +546,8 @@ def render(meta: dict, rows: list[dict], targets: list[dict], *, markdown: bool 
           f"jaxprune weights {meta['weight_bytes'] / 2**20:.0f} MiB",
           "prefill/decode vs torch = torch time / this row's time (decode vs torch's unpruned decode); "
           "speedup/bound = (unpruned/pruned time) / (unpruned/pruned FLOPs); score+select share of unpruned prefill; "
-          "compile s = first call - median (prefill/decode; ~0 where an earlier row's program had the same shapes)"] + [f"note: {n}" for n in meta["notes"]]
+          "compile s = first call - median (prefill/decode; ~0 where an earlier row's program had the same shapes)"]
+  info += [f"note: {n}" for n in meta["notes"]]
   theader = ["target", "measured", "target", "result"]
   tbody = [[t["name"], t["fmt"].format(t["measured"]),
             f"{t['op']} {t['fmt'].format(t['target'])}", t["result"]] for t in targets]

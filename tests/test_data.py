@@ -115,12 +115,13 @@ def test_datbench_round_trip(datbench_env):
     fmt = row["prompt_format"]
     assert item["prompt"] == fmt["prefix"] + row["question"] + fmt["suffix"]
     assert item["metadata"] == json.loads(row["metadata"])
-  assert [it["eval_mode"] for it in data] == ["direct", "judge", "judge", "direct"]
+  assert [it["eval_mode"] for it in data] == ["direct", "judge", "direct", "judge", "direct"]
   assert {it["source"] for it in data} == {"chartqa", "charxiv", "infovqa", "mmbench"}
-  assert data[2]["choices"] == ["red", "blue", "green"] and data[0]["choices"] == []
-  assert data[3]["choices"] == ["one", "two"]  # From metadata index2ans, in letter order.
-  assert data[3]["prompt"] == "Look. chart question 4? Answer with the letter."
-  assert decode_image(data[2]["image"]).shape == (30, 40, 3)
+  assert data[3]["choices"] == ["red", "blue", "green"] and data[0]["choices"] == []
+  assert data[2]["id"] == "chart_002" and data[2]["image"] == b"\x89PNG not really an image"  # kept, unreadable
+  assert data[4]["choices"] == ["one", "two"]  # From metadata index2ans, in letter order.
+  assert data[4]["prompt"] == "Look. chart question 4? Answer with the letter."
+  assert decode_image(data[3]["image"]).shape == (30, 40, 3)
   # Random access, negative index and slices agree with iteration.
   assert data[-1] == data[len(data) - 1] and data[1:3] == [data[1], data[2]]
 
