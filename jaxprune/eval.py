@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 DEMO_ARGS = ["--model", "llava-easyvqa", "--tasks", "easyvqa", "--method",
-             "none,latesim@1,fastv@1,clsattn@0,embedsim@0,divprune@0,visionzip@0,random@0,uniform@0",
+             "none,latesim@1,fastv@1,clsattn@0,embedsim@0,divprune@0,visionzip@0,random@0,random@1,uniform@0",
              "--keep", "8,16,32", "--limit", "300", "--output-path", "out/demo"]
 BLIND, NONE = "blind", "none"
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)

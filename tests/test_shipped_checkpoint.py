@@ -1,8 +1,8 @@
 """The shipped easy-VQA model loads through the HF converter path and still answers as it did when shipped.
 
-A broken converter, processor, prompt format or decoder shows up here as an accuracy drop. The interim
-checkpoint scores 86.5% on this fixed subset (the first 200 test questions, greedy, float32); the target for
-the final checkpoint is >= 90% here and >= 95% on the full test set (see checkpoints/llava-easyvqa/README.md).
+A broken converter, processor, prompt format or decoder shows up here as an accuracy drop. The shipped
+checkpoint scores 92.0% on this fixed subset (the first 200 test questions, greedy, float32) and 92.8% on the
+full test set (checkpoints/llava-easyvqa/README.md); the floor checked here is 90%.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from jaxprune import eval as jeval
 from jaxprune.models.registry import LOCAL_PRESETS
 
-SHIPPED_SUBSET_ACCURACY = 0.865
+SHIPPED_SUBSET_ACCURACY = 0.92
 
 
 def test_shipped_checkpoint_accuracy_on_fixed_subset(eval_data, tmp_path):
@@ -24,4 +24,4 @@ def test_shipped_checkpoint_accuracy_on_fixed_subset(eval_data, tmp_path):
   assert jeval.main(argv) == 0
   row = json.loads((tmp_path / "results.json").read_text())["rows"][0]
   assert row["n"] == 200 and row["relevance_recall"] == 1.0
-  assert row["accuracy"] >= SHIPPED_SUBSET_ACCURACY - 0.015  # greedy + float32: deterministic up to a near-tie
+  assert row["accuracy"] >= max(0.90, SHIPPED_SUBSET_ACCURACY - 0.015)  # greedy + float32: only near-ties flip

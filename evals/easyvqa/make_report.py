@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runs from a checkout, installed or not
 from jaxprune import report
 
 HERE = Path(__file__).parent
@@ -18,7 +20,33 @@ def pct(x) -> str:
   return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def demo_readme() -> None:
+  """evals/easyvqa/demo/README.md: the no-argument demo's table, plots, command and wall time."""
+  demo = HERE / "demo"
+  results = json.loads((demo / "results.json").read_text())
+  timing = json.loads((demo / "timing.json").read_text()) if (demo / "timing.json").exists() else {}
+  base = next(r for r in results["rows"] if r["method"] == "none")
+  lines = [
+      "# The no-argument demo",
+      "",
+      "Command (from a fresh clone, after `bash scripts/install.sh`): `python -m jaxprune.eval`",
+      f"(= `{results['command']}`).",
+      "",
+      f"The first {base['n']} easy-VQA test questions, not blind-filtered: this is the demo, not the evidence run "
+      "(`../README.md`, made by `../run.sh`).",
+  ]
+  if timing:
+    lines.append(f"Wall time {timing['wall_seconds'] / 60:.1f} min ({timing['machine']}; 1-minute load average "
+                 f"{timing['load_before']:.1f} before the run).")
+  lines += ["", *(f"![{png.stem}]({png.name})" for png in sorted(demo.glob("*.png"))), "",
+            report.markdown_table(results), ""]
+  (demo / "README.md").write_text("\n".join(lines) + "\n")
+  print(f"wrote {demo / 'README.md'}")
+
+
 def main() -> None:
+  if (HERE / "demo" / "results.json").exists():
+    demo_readme()
   full, blind, sweep = load("full"), load("blind"), load("sweep")
   base, floor = full["rows"][0], blind["rows"][0]
   keeps = sorted({r["keep"] for r in sweep["rows"] if r["method"] not in ("none", "blind")})

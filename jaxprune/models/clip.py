@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxprune.models.attention import attend
 from jaxprune.models.config import VisionConfig
 
 ACTIVATIONS = {
@@ -69,7 +70,7 @@ class VisionAttention(nnx.Module):
     b, n, d = x.shape
     split = lambda t: t.reshape(b, n, self.num_heads, self.head_dim)
     q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
-    out = jax.nn.dot_product_attention(q, k, v).reshape(b, n, d)
+    out = attend(q, k, v).reshape(b, n, d)
     cls_logits = jnp.einsum("bhd,bnhd->bhn", q[:, 0].astype(jnp.float32), k.astype(jnp.float32))
     cls_probs = jax.nn.softmax(cls_logits * self.head_dim**-0.5, axis=-1)  # [B, H, N]
     return self.out_proj(out).astype(x.dtype), cls_probs, jnp.mean(k, axis=2)

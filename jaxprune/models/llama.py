@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxprune.models.attention import attend
 from jaxprune.models.config import TextConfig
 
 
@@ -136,15 +137,6 @@ def _linear(n_in: int, n_out: int, bias: bool, dtype: jnp.dtype, rngs: nnx.Rngs,
                     preferred_element_type=jnp.float32 if f32_out else None)
 
 
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-  """q [B, T, H, Dh], k/v [B, S, G, Dh], mask [B, 1, T, S] bool -> [B, T, H, Dh].
-
-  `jax.nn.dot_product_attention` handles GQA (H a multiple of G) and lets XLA/cuDNN pick a fused kernel.
-  Fully masked rows (left padding) come out finite, never NaN.
-  """
-  return jax.nn.dot_product_attention(q, k, v, mask=mask)
-
-
 class Attention(nnx.Module):
 
   def __init__(self, cfg: TextConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
@@ -188,8 +180,9 @@ class DecoderLayer(nnx.Module):
     self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype=dtype)
     self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x, cos, sin, mask, cache_kv=None, write_at=None):
+  def __call__(self, x, cos, sin, mask, cache_kv=None, write_at=None, *, causal_prefix=False):
     """x [B, T, D]. Without a cache, attends within x; with one, writes k/v at slot `write_at` first.
+    causal_prefix: `mask` is causal with query i at key slot i (prefill), which lets CPU skip masked blocks.
 
     Returns (x [B, T, D], (k, v) — the new cache entries or this step's k/v, q [B, T, H, Dh]).
     """
@@ -197,7 +190,7 @@ class DecoderLayer(nnx.Module):
     if cache_kv is not None:
       k = jax.lax.dynamic_update_slice_in_dim(cache_kv[0], k.astype(cache_kv[0].dtype), write_at, axis=1)
       v = jax.lax.dynamic_update_slice_in_dim(cache_kv[1], v.astype(cache_kv[1].dtype), write_at, axis=1)
-    x = x + self.attn.output(attend(q, k, v, mask))
+    x = x + self.attn.output(attend(q, k, v, mask, causal_prefix=causal_prefix))
     x = x + self.mlp(self.post_attn_norm(x))
     return x, (k, v), q
 
@@ -256,7 +249,7 @@ class LlamaModel(nnx.Module):
         lengths.append(n)
         last = jnp.max(jnp.where(tokens.valid, tokens.positions, -1), axis=1)  # [B]
         next_position.append((last + 1).astype(jnp.int32))
-      h, (k, v), q = layer(tokens.hidden, cos, sin, mask)
+      h, (k, v), q = layer(tokens.hidden, cos, sin, mask, causal_prefix=True)
       tokens = tokens.replace(hidden=h)
       trace = LayerTrace(queries=q, keys=k)
       pad = ((0, 0), (0, extra_slots), (0, 0), (0, 0))
