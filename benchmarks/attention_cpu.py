@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import sys
@@ -94,8 +95,8 @@ def main():
     print(f"{r['case']:<52}{ms['jax.nn.dot_product_attention']:>10.1f}ms{ms['jaxprune attend (blocked)']:>8.1f}ms"
           f"{ms['torch sdpa']:>8.1f}ms{r['blocked_speedup_vs_single_call']:>15.2f}x{r['blocked_speed_vs_torch']:>9.2f}x")
   import torch
-  meta = {"date": datetime.date.today().isoformat(), "loadavg_1min": __import__("os").getloadavg()[0], "machine": f"{platform.machine()}, {jax.device_count()} cpu "
-          f"device(s), {__import__('os').cpu_count()} cores", "jax": jax.__version__, "torch": torch.__version__,
+  meta = {"date": datetime.date.today().isoformat(), "loadavg_1min": os.getloadavg()[0],
+          "machine": f"{platform.machine()}, {jax.device_count()} cpu device(s), {os.cpu_count()} cores", "jax": jax.__version__, "torch": torch.__version__,
           "torch_threads": torch.get_num_threads(), "runs": args.runs, "query_block": QUERY_BLOCK}
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
   Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

@@ -64,8 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # one command from
 from jaxprune import cost
 from jaxprune.convert.hf import fill_state
 from jaxprune.generate import Batch, greedy_decode, pad_batch, prefill
-from jaxprune.models import registry
-from jaxprune.models import attention
+from jaxprune.models import attention, registry
 from jaxprune.models.config import LlavaConfig
 from jaxprune.prune.pipeline import Pruner
 from jaxprune.prune.plan import PrunePlan
@@ -270,7 +269,7 @@ def main() -> None:
   parser.add_argument("--force", action="store_true", help="run a GPU config without a GPU")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-  parser.add_argument("--attention", default="auto", choices=["auto", "blocked", "xla", "cudnn"],
+  parser.add_argument("--attention", default="auto", choices=["auto", *filter(None, attention.IMPLEMENTATIONS)],
                       help="jaxprune attention path (jaxprune.models.attention); auto: query blocks on CPU, "
                            "jax.nn.dot_product_attention's choice on GPU")
   args = parser.parse_args()
@@ -503,7 +502,8 @@ def main() -> None:
       "torch": torch.__version__, "transformers": __import__("transformers").__version__,
       "dtype": spec.dtype, "batch": b, "prompt_lengths": batch.valid.sum(1).tolist(), "bucketed_length": length,
       "num_visual": nv, "decoder_layers": cfg.text.num_layers, "vision_layers_used": cfg.vision_layers_used,
-      "decode_steps": n_steps, "runs": args.runs, "attention": args.attention, "peak_tflops": peak_tflops, "peak_source": peak_source,
+      "decode_steps": n_steps, "runs": args.runs, "attention": args.attention, "peak_tflops": peak_tflops,
+      "peak_source": peak_source,
       "weight_bytes": weight_bytes, "logits_max_abs_diff_vs_hf": logits_diff,
       "decode_token_agreement_vs_hf": token_agreement, "notes": notes,
       "loadavg_1min_per_round": [round(x[0], 2) for x in load],
@@ -540,7 +540,7 @@ def render(meta: dict, rows: list[dict], targets: list[dict], *, markdown: bool 
   title = (f"prefill benchmark {meta['config']}: batch {meta['batch']}, L={meta['bucketed_length']} "
            f"({meta['num_visual']} visual), {meta['dtype']}, {meta['decoder_layers']} decoder layers, "
            f"{meta['decode_steps']} decode steps, median of {meta['runs']}, attention {meta.get('attention', 'auto')}, "
-          f"{meta['device_kind']} / torch "
+           f"{meta['device_kind']} / torch "
            f"{meta['torch_device']} ({meta['torch_threads']} threads) ({meta['processor']}, {meta['cpu_count']} cores, "
            f"1-min load {min(meta['loadavg_1min_per_round']):.1f}-{max(meta['loadavg_1min_per_round']):.1f}), "
            f"{meta['date']}")

@@ -53,7 +53,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = No
   if block is None or t < 2 * block:
     fused = IMPLEMENTATION if IMPLEMENTATION in ("xla", "cudnn") else None
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=fused)
-  size = -(-t // -(-t // block))  # equal blocks of at most `block` rows (257 -> 3 x 86, not 128 + 128 + 1)
+  size = -(-t // -(-t // block))  # equal blocks of at most `block` rows (257 -> 5 x 52, not 4 x 64 + 1)
   outputs = []
   for start in range(0, t, size):  # static slices: one fused program
     stop = min(start + size, t)
