@@ -432,10 +432,14 @@ def run(args) -> dict:
   plans, notes = build_grid(args, runner.config)
   for note in notes:
     print(f"note: {note}", file=sys.stderr)
-  header = {"model": args.model, "dtype": args.dtype, "max_new_tokens": args.max_new_tokens, "seed": args.seed}
+  header = {"model": args.model, "weights": weights_fingerprint(runner.loaded.path), "dtype": args.dtype,
+            "max_new_tokens": args.max_new_tokens, "seed": args.seed}
   run_file = out / "run.json"
   if run_file.exists() and json.loads(run_file.read_text()) != header:
-    raise EvalError(f"--output-path {out}: holds samples of a different run ({run_file}); choose another directory")
+    before = json.loads(run_file.read_text())
+    changed = ", ".join(k for k in header if before.get(k) != header[k])
+    raise EvalError(f"--output-path {out}: holds samples of a different run ({run_file}: {changed} differ); "
+                    f"choose another directory or delete it")
   writer = jax.process_index() == 0
   if writer:
     run_file.write_text(json.dumps(header))
@@ -474,6 +478,25 @@ def run(args) -> dict:
                for task in datasets}
     (out / "blind_correct.json").write_text(json.dumps({"model": args.model, "correct": correct}, indent=1))
   return results
+
+
+def weights_fingerprint(path: Path) -> str:
+  """A short digest of a checkpoint's files (names, sizes, first and last MiB of each; the model card left out),
+  so that resuming into a directory made with other weights is refused. Cheap even for a 14 GB checkpoint."""
+  import hashlib
+  path = Path(path)
+  digest = hashlib.sha256()
+  files = [path] if path.is_file() else sorted(
+      f for f in path.rglob("*") if f.is_file() and f.name != "README.md" and not f.name.startswith("."))
+  for f in files:
+    size = f.stat().st_size
+    digest.update(f"{f.name if f == path else f.relative_to(path).as_posix()}:{size}\n".encode())
+    with open(f, "rb") as fh:
+      digest.update(fh.read(1 << 20))
+      if size > 2 << 20:
+        fh.seek(-(1 << 20), os.SEEK_END)
+        digest.update(fh.read())
+  return digest.hexdigest()[:16]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

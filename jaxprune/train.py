@@ -5,8 +5,10 @@
 The model is LLaVA-1.5 in miniature: a CLIP-style ViT on 64x64 images with 4x4 patches (256 visual tokens, as
 many as the pruning experiments need to have something to prune), features from layer -2, a 2-layer GELU
 projector and a small GQA Llama decoder. Stage 1 trains the vision tower alone to name each image's shape and
-colour (the stand-in for LLaVA's pretrained CLIP); stage 2 trains everything with teacher forcing on exactly the
-prompts the eval builds (`jaxprune.prompts.build_prompt`); the loss covers only the answer tokens and EOS. After
+colour (the stand-in for LLaVA's pretrained CLIP); stage 2 freezes the tower (its states are computed once per
+image) and trains the projector and decoder with teacher forcing on exactly the prompts the eval builds
+(`jaxprune.prompts.build_prompt`); the loss covers only the answer tokens and EOS, and a curriculum holds negated
+yes/no questions back for the first steps (`Recipe.plain_yes_no_steps`). After
 training it answers the full test split greedily through `jaxprune.generate.Generator`, with and without the
 image, and writes an HF LLaVA directory (`save_hf_llava`) with a model card.
 
@@ -95,7 +97,7 @@ def build_image_processor():
 class Recipe:
   """Every knob of a run; written verbatim into the model card."""
 
-  steps: int = 1400
+  steps: int = 3000
   batch_size: int = 128  # image-question sequences per step
   questions_per_image: int = 8  # a step holds batch_size / questions_per_image images
   blind_per_step: int = 4  # text-only sequences per step: the blind prompt learns the language prior
@@ -115,6 +117,12 @@ class Recipe:
   seed: int = 0
   augment: bool = True  # random left-right mirroring of training images
   balance_yes_no: bool = True  # yes/no questions drawn so the named attribute is present half the time
+  # Curriculum: for the first N stage-2 steps draw no negated yes/no question ("is there not a ...?"), so the
+  # decoder learns "does the image have the named attribute" before the answer also flips with the negation.
+  plain_yes_no_steps: int = 1200
+  # Stage 2 trains only the projector and decoder: the tower's layer -2 states are computed once per training
+  # image (and its mirror image), which takes the tower's forward and backward pass out of every step.
+  freeze_vision: bool = True
   # model
   vision_hidden: int = 96
   vision_layers_used: int = 3  # the exported tower has one more (LLaVA reads layer -2)
@@ -184,11 +192,15 @@ def question_kind(question: str, answer: str) -> str:
   return "color yes/no" if words & set(COLORS) else "shape yes/no"
 
 
+def is_negated(question: str) -> bool:
+  """"is there not a red shape?", "is no circle present?", "does the image not contain ...?"."""
+  return bool({"not", "no"} & set(re.findall(r"\w+", question.lower())))
+
+
 def names_present_attribute(question: str, answer: str) -> bool:
   """For a yes/no question: does the image have the shape/colour the question names? ("is there not a red
   shape?" answered "no" -> True)."""
-  negated = bool({"not", "no"} & set(re.findall(r"\w+", question.lower())))
-  return (answer == "yes") != negated
+  return (answer == "yes") != is_negated(question)
 
 
 def load_split(split: str, tokenizer, processor, cfg, *, limit: int | None = None) -> Split:
@@ -248,6 +260,22 @@ def hflip(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return np.where(flip[:, None, None, None], pixels[..., ::-1], pixels)
 
 
+def tower_states(model, pixels: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+  """[I, C, H, W] -> [2, I, Nv, Dv] the layer -2 patch states LLaVA reads, of each image and of its mirror
+  image (index 0: as is, 1: mirrored), for stage 2 with a frozen tower."""
+  import jax
+  from flax import nnx
+  graphdef, state = nnx.split(model.vision_tower)
+
+  @jax.jit
+  def encode(state, x):
+    states, _, _ = nnx.merge(graphdef, state)(x)  # [B, 1 + Nv, Dv]
+    return states[:, 1:]  # [CLS] dropped, as Llava.encode_images does
+  out = [[np.asarray(encode(state, x[lo:lo + batch_size])) for lo in range(0, len(x), batch_size)]
+         for x in (pixels, np.ascontiguousarray(pixels[..., ::-1]))]
+  return np.stack([np.concatenate(o) for o in out])
+
+
 def split_prompts(split: Split, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """Image prompts as one shared prefix + per-question suffixes, for `shared_prefix_loss`.
 
@@ -279,8 +307,8 @@ class Batches:
   image prefix run once per image (`shared_prefix_loss`).
   """
 
-  def __init__(self, split: Split, recipe: Recipe, pad_id: int):
-    self.split, self.recipe = split, recipe
+  def __init__(self, split: Split, recipe: Recipe, pad_id: int, states: np.ndarray | None = None):
+    self.split, self.recipe, self.states = split, recipe, states  # states: `tower_states` of a frozen tower
     self.rng = np.random.default_rng(recipe.seed)
     self.prefix, self.ids, self.valid, self.target = split_prompts(split, pad_id)
     self.blind = teacher_forcing(split.blind_prompts, split.answer_ids, pad_id)
@@ -308,6 +336,10 @@ class Batches:
             weight[rows[present == flag]] *= 0.5 * len(rows) / (present == flag).sum()
     weight = weight + 1e-9
     self.weights_of = [weight[q] / weight[q].sum() for q in self.questions_of]
+    negated = np.array([k.endswith("yes/no") and is_negated(q) for k, q in zip(split.kinds, split.questions)])
+    plain = np.where(negated, 1e-12, weight)
+    self.plain_weights_of = [plain[q] / plain[q].sum() for q in self.questions_of]
+    self.steps_drawn = 0
     self.order, self.cursor = self.rng.permutation(len(split.pixels)), 0
 
   @property
@@ -321,14 +353,19 @@ class Batches:
       self.order, self.cursor = rng.permutation(len(self.order)), 0
     images = self.order[self.cursor:self.cursor + r.images_per_step]
     self.cursor += r.images_per_step
+    weights = self.plain_weights_of if self.steps_drawn < r.plain_yes_no_steps else self.weights_of
+    self.steps_drawn += 1
     # With replacement: drawing 8 of an image's ~10 questions without it would ignore the weights.
-    rows = np.concatenate([rng.choice(self.questions_of[i], r.questions_per_image, p=self.weights_of[i])
+    rows = np.concatenate([rng.choice(self.questions_of[i], r.questions_per_image, p=weights[i])
                            for i in images])
-    pixels = self.split.pixels[images]  # [Bi, C, H, W]
-    if r.augment:
-      pixels = hflip(pixels, rng)
     blind = rng.integers(0, len(self.split), r.blind_per_step)
-    arrays = {"prefix": self.prefix, "pixels": pixels,
+    if self.states is None:
+      pixels = self.split.pixels[images]  # [Bi, C, H, W]
+      vision = {"pixels": hflip(pixels, rng) if r.augment else pixels}
+    else:
+      flip = (rng.random(len(images)) < 0.5) if r.augment else np.zeros(len(images), bool)
+      vision = {"tower_states": self.states[flip.astype(np.int32), images]}  # [Bi, Nv, Dv]
+    arrays = {"prefix": self.prefix, **vision,
               "image_of": np.repeat(np.arange(len(images), dtype=np.int32), r.questions_per_image),
               "ids": self.ids[rows], "valid": self.valid[rows], "target": self.target[rows],
               "blind_ids": self.blind[0][blind], "blind_valid": self.blind[1][blind],
@@ -356,10 +393,11 @@ def answer_loss(lm, tokens, ids, target):
   return token_losses(lm, h, ids, target)
 
 
-def shared_prefix_loss(model, prefix, pixels, image_of, ids, valid, target):
+def shared_prefix_loss(model, prefix, features, image_of, ids, valid, target):
   """Per-question losses, computing each image's prefix once: identical to running every full sequence.
 
-  prefix [P] token ids shared by all questions, pixels [Bi, C, H, W], image_of [B] (image of each question),
+  prefix [P] token ids shared by all questions, features [Bi, Nv, D] each image's visual tokens (projector
+  outputs), image_of [B] (image of each question),
   ids/valid/target [B, S] right-padded suffixes. Attention is causal, so the prefix's states and K/V do not
   depend on the question: the prefix runs once per image, and each question's suffix attends to its image's
   cached prefix K/V (the decoder's own cached-attention path, `DecoderLayer` with `cache_kv`). Positions are
@@ -368,9 +406,8 @@ def shared_prefix_loss(model, prefix, pixels, image_of, ids, valid, target):
   import jax.numpy as jnp
   from jaxprune.models.llama import rope_inverse_frequencies, rope_tables
   lm = model.language_model
-  n_img, p = pixels.shape[0], prefix.shape[0]
+  n_img, p = features.shape[0], prefix.shape[0]
   b, s = ids.shape
-  features = model.encode_images(pixels).features  # [Bi, Nv, D]
   prefix_ids = jnp.broadcast_to(prefix, (n_img, p))  # [Bi, P]
   image = prefix_ids == model.config.image_token_id
   hidden = lm.embed(jnp.where(image, 0, prefix_ids))  # [Bi, P, D]
@@ -398,7 +435,11 @@ def loss_fn(model, batch: dict):
   Aux: per image-question mean cross-entropy [B], for the per-family progress display.
   """
   import jax.numpy as jnp
-  per_seq, count = shared_prefix_loss(model, batch["prefix"], batch["pixels"], batch["image_of"], batch["ids"],
+  if "tower_states" in batch:  # frozen tower: its states were computed once
+    features = model.projector(batch["tower_states"])  # [Bi, Nv, D]
+  else:
+    features = model.encode_images(batch["pixels"]).features
+  per_seq, count = shared_prefix_loss(model, batch["prefix"], features, batch["image_of"], batch["ids"],
                                       batch["valid"], batch["target"])
   total, n = jnp.sum(per_seq), jnp.sum(count)
   if batch["blind_ids"].shape[0]:
@@ -414,7 +455,8 @@ def check_shared_prefix(model, split: Split, pad_id: int, n: int = 6, tol: float
   rows = np.arange(n)
   prefix, ids, valid, target = split_prompts(split, pad_id)
   images, image_of = np.unique(split.image_index[rows], return_inverse=True)
-  shared, _ = shared_prefix_loss(model, prefix, split.pixels[images], image_of.astype(np.int32), ids[rows],
+  features = model.encode_images(split.pixels[images]).features
+  shared, _ = shared_prefix_loss(model, prefix, features, image_of.astype(np.int32), ids[rows],
                                  valid[rows], target[rows])
   full = teacher_forcing([split.prompts[r] for r in rows], [split.answer_ids[r] for r in rows], pad_id)
   tokens, _ = model.input_tokens(full[0], full[1], split.pixels[split.image_index[rows]])
@@ -565,15 +607,22 @@ def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 
   from flax import nnx
   from tqdm import tqdm
 
-  batches = Batches(split, recipe, pad_id)
   print(f"shared-prefix loss == plain loss (max diff {check_shared_prefix(model, split, pad_id):.1e})", flush=True)
-  graphdef, params = nnx.split(model)
+  if recipe.freeze_vision:
+    start = time.perf_counter()
+    batches = Batches(split, recipe, pad_id, states=tower_states(model, split.pixels))
+    print(f"frozen tower: states of {len(split.pixels)} images x 2 orientations "
+          f"({batches.states.nbytes / 2**20:.0f} MB, {time.perf_counter() - start:.0f}s)", flush=True)
+    graphdef, frozen, params = nnx.split(model, nnx.PathContains("vision_tower"), ...)
+  else:
+    batches = Batches(split, recipe, pad_id)
+    graphdef, frozen, params = nnx.split(model, nnx.Nothing(), ...)  # nothing frozen
   tx = make_optimizer(recipe)
   opt_state = tx.init(params)
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def step(params, opt_state, batch):
-    grad_fn = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch), has_aux=True)
+  def step(params, opt_state, frozen, batch):
+    grad_fn = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, frozen, p), batch), has_aux=True)
     (loss, per_seq), grads = grad_fn(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, per_seq
@@ -587,7 +636,7 @@ def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 
   bar = tqdm(range(recipe.steps), desc="train", unit="step", dynamic_ncols=True, mininterval=2.0)
   for i in bar:
     arrays, rows = batches.next()
-    params, opt_state, loss, per_seq = step(params, opt_state, arrays)
+    params, opt_state, loss, per_seq = step(params, opt_state, frozen, arrays)
     pending.append((loss, per_seq, rows))
     if (i + 1) % log_every == 0 or i + 1 == recipe.steps:  # one host sync per log_every steps
       losses.append((i + 1, float(np.mean([float(l) for l, _, _ in pending]))))
@@ -662,14 +711,28 @@ def model_card(*, recipe: Recipe, cfg, command: str, n_params: int, train_info: 
   t, v = cfg.text, cfg.vision
   losses = train_info["losses"]
   stage1 = train_info.get("stage1")
+  stage2_part = ("the projector and decoder, with the tower frozen (its states computed once per image and mirror "
+                 "image, so a step costs about 40% of one that trains the tower)"
+                 if recipe.freeze_vision else "the whole model (tower included)")
   stage1_text = "" if not stage1 else f"""
 Two stages, as LLaVA-1.5 builds on a pretrained CLIP. **Stage 1** ({recipe.vision_pretrain_steps} steps of
 {recipe.vision_pretrain_images} images, {stage1['seconds'] / 60:.1f} min): the vision tower alone, with two linear heads on
 the mean of its layer -2 patch states, learns each training image's shape and colour (labels read off that
 image's training answers; the heads are then discarded). Held-out accuracy of the heads on the 1000 test
-images: shape {pct(stage1['test_shape_acc'])}, colour {pct(stage1['test_color_acc'])}. **Stage 2**: the whole
-model (tower included) on the question-answer task as below. Without stage 1 the tower learns shape slowly
-through the decoder and runs of the same length stay near 90% (shape questions near 75%).
+images: shape {pct(stage1['test_shape_acc'])}, colour {pct(stage1['test_color_acc'])}. **Stage 2**: {stage2_part},
+on the question-answer task as below. Without stage 1 (tower trained in stage 2 instead) the tower learned shape
+slowly through the decoder and runs stayed near 90% (shape questions near 75%).
+"""
+  curriculum_text = "" if not recipe.plain_yes_no_steps else f"""
+**Negation curriculum.** Half of easy-VQA's yes/no questions are negated ("is there not a red shape?"), so the
+answer is (the image has the named attribute) XOR (the question is negated). Trained on that from the start, the
+yes/no loss sat on the language prior's plateau (ln 2 on the yes/no token) for most of the run and the model
+ended at 92.8% (the earlier recipe: 1400 steps, tower trained, no curriculum; shape yes/no 82.7%). For the first
+{recipe.plain_yes_no_steps} stage-2 steps this recipe draws no negated question: the decoder first learns to compare
+the named shape or colour with the image, then the negation is a flip of a feature it already has. When the
+plain-question loss leaves the plateau still varies between runs (two runs of a shorter curriculum, 500 plain
+steps of 1400, broke through at about step 400 and after step 700, reaching 99.5% on the first 3000 test questions and 93.5% on all of them); the frozen tower
+makes steps about 2.7x faster, which buys the long plain phase and 3000 steps inside the time budget.
 """
   load_text = " -> ".join(f"{x:.1f}" for x in train_info.get("load", ()))
   return f"""# llava-easyvqa: a tiny LLaVA-1.5-style model trained on easy-VQA
@@ -725,8 +788,8 @@ sequence left-padded to one length ({train_info['seq_len']} tokens) so the train
 cross-entropy on the answer tokens and EOS only. AdamW (b1 0.9, b2 0.98) with linear warmup and cosine decay,
 global-norm clipping, weight decay on matrices only. Pixels are computed once per image; the augmentation
 mirrors training images left-right at random (easy-VQA's triangles always point up, so turns would leave the
-data distribution). Deterministic for a given seed on a given machine.
-{stage1_text}
+data distribution). Seeded: data order, initialisation and augmentation are fixed by `seed`.
+{stage1_text}{curriculum_text}
 
 | hyperparameter | value |
 |---|---|
@@ -830,6 +893,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument("--vision-pretrain-images", type=int, default=defaults.vision_pretrain_images,
                  help="images per stage-1 step")
   p.add_argument("--vision-pretrain-lr", type=float, default=defaults.vision_pretrain_lr)
+  p.add_argument("--plain-yes-no-steps", type=int, default=defaults.plain_yes_no_steps,
+                 help="curriculum: the first N stage-2 steps draw no negated yes/no question (0: none)")
+  p.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=defaults.freeze_vision,
+                 help="stage 2 trains the projector and decoder only, on tower states computed once")
   p.add_argument("--questions-per-image", type=int, default=defaults.questions_per_image)
   p.add_argument("--blind-per-step", type=int, default=defaults.blind_per_step)
   p.add_argument("--text-hidden", type=int, default=defaults.text_hidden)
@@ -842,7 +909,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = p.parse_args(argv)
   recipe = dataclasses.replace(defaults, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
                                warmup_steps=min(args.warmup_steps, args.steps // 2), augment=not args.no_augment,
-                               balance_yes_no=not args.no_balance,
+                               balance_yes_no=not args.no_balance, plain_yes_no_steps=args.plain_yes_no_steps,
+                               freeze_vision=args.freeze_vision,
                                questions_per_image=args.questions_per_image, blind_per_step=args.blind_per_step,
                                vision_pretrain_steps=args.vision_pretrain_steps,
                                vision_pretrain_images=args.vision_pretrain_images,

@@ -130,6 +130,22 @@ def test_killed_run_resumes_to_the_same_results(tiny_eval_model, eval_data, tmp_
   assert _comparable(_results(tmp_path / "killed")) == _comparable(_results(tmp_path / "whole"))
 
 
+def test_resume_refuses_samples_made_with_other_weights(tiny_eval_model, always_yes_model, eval_data, tmp_path,
+                                                         capsys):
+  import shutil
+  model = tmp_path / "model"
+  shutil.copytree(tiny_eval_model, model)
+  argv = _common(model, eval_data, tmp_path / "out", limit=4) + ["--tasks", "easyvqa", "--method", "none"]
+  assert jeval.main(argv) == 0
+  (model / "README.md").write_text("a model card edit changes no weights")
+  assert jeval.main(argv) == 0  # same weights: resumes
+  shutil.copy(always_yes_model / "model.safetensors", model / "model.safetensors")  # retrained in place
+  capsys.readouterr()
+  assert jeval.main(argv) == 2
+  err = capsys.readouterr().err.strip()
+  assert "holds samples of a different run" in err and "weights differ" in err and "\n" not in err
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--tasks", "coco"], "--tasks coco: unknown task"),
     (["--tasks", "datbench:poetry"], "--tasks datbench:poetry: unknown capability"),

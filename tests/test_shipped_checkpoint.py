@@ -1,8 +1,9 @@
 """The shipped easy-VQA model loads through the HF converter path and still answers as it did when shipped.
 
 A broken converter, processor, prompt format or decoder shows up here as an accuracy drop. The shipped
-checkpoint scores 92.0% on this fixed subset (the first 200 test questions, greedy, float32) and 92.8% on the
-full test set (checkpoints/llava-easyvqa/README.md); the floor checked here is 90%.
+checkpoint scores 98.5% on this fixed subset (the first 200 test questions, greedy, float32) and 99.7% on the
+full test set (checkpoints/llava-easyvqa/README.md). The test asks for 97% here (the shipped score less 1.5
+points for near-tie flips), and never less than the 90% floor.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from jaxprune import eval as jeval
 from jaxprune.models.registry import LOCAL_PRESETS
 
-SHIPPED_SUBSET_ACCURACY = 0.92
+SHIPPED_SUBSET_ACCURACY = 0.985
 
 
 def test_shipped_checkpoint_accuracy_on_fixed_subset(eval_data, tmp_path):

@@ -25,6 +25,15 @@ def test_names_present_attribute(question, answer, present):
   assert train.names_present_attribute(question, answer) is present
 
 
+@pytest.mark.parametrize("question, negated", [
+    ("Is there a red shape?", False), ("Is there not a red shape in the image?", True),
+    ("Is no circle present?", True), ("Does the image not contain a blue shape?", True),
+    ("Is a triangle present?", False), ("Does the image contain a circle?", False),
+])
+def test_is_negated(question, negated):
+  assert train.is_negated(question) is negated
+
+
 def test_image_attributes_read_off_answers():
   questions = ["What shape is in the image?", "What color is the shape?",  # image 0: circle, red
                "Is there a blue shape?", "Is there not a triangle?",  # image 1: blue, triangle
@@ -50,7 +59,8 @@ def small_split():
 @pytest.mark.parametrize("balance", [True, False])
 def test_yes_no_questions_are_balanced(small_split, balance):
   recipe, tokenizer, _, split = small_split
-  batches = train.Batches(split, dataclasses.replace(recipe, balance_yes_no=balance), tokenizer.pad_token_id)
+  batches = train.Batches(split, dataclasses.replace(recipe, balance_yes_no=balance, plain_yes_no_steps=0),
+                          tokenizer.pad_token_id)
   rows = np.concatenate([batches.next()[1] for _ in range(60)])
   colour = [r for r in rows if split.kinds[r] == "color yes/no"]
   present = np.mean([train.names_present_attribute(split.questions[r], split.answers[r]) for r in colour])
@@ -95,3 +105,51 @@ def test_train_cli_writes_a_loadable_checkpoint_with_card(tmp_path):
   card = (out / "README.md").read_text()
   assert "Stage 1" in card and "python -m jaxprune.train --out" in card and "balance_yes_no" in card
   assert json.loads((out / "config.json").read_text())["architectures"] == ["LlavaForConditionalGeneration"]
+
+
+def test_negation_curriculum_holds_back_negated_yes_no_questions(small_split):
+  recipe, tokenizer, _, split = small_split
+  batches = train.Batches(split, dataclasses.replace(recipe, plain_yes_no_steps=30), tokenizer.pad_token_id)
+  early = np.concatenate([batches.next()[1] for _ in range(30)])
+  late = np.concatenate([batches.next()[1] for _ in range(30)])
+
+  def yes_no(rows):
+    return [r for r in rows if split.kinds[r].endswith("yes/no")]
+
+  def negated(rows):
+    return [r for r in yes_no(rows) if train.is_negated(split.questions[r])]
+
+  assert len(yes_no(early)) > 0.5 * len(early) and not negated(early)
+  assert 0.35 < len(negated(late)) / len(yes_no(late)) < 0.65  # about half of easy-VQA's yes/no are negated
+  colour = [r for r in early if split.kinds[r] == "color yes/no"]  # still balanced while plain
+  present = np.mean([train.names_present_attribute(split.questions[r], split.answers[r]) for r in colour])
+  assert abs(present - 0.5) < 0.1
+
+
+def test_frozen_tower_states_give_the_pixel_path_loss(small_split):
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from jaxprune.models.llava import Llava
+  recipe, tokenizer, cfg, split = small_split
+  model = Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  states = train.tower_states(model, split.pixels[:5], batch_size=2)  # [2, I, Nv, Dv]: as is, mirrored
+  assert states.shape == (2, 5, cfg.num_image_tokens, cfg.vision.hidden_size)
+  for flip, pixels in ((0, split.pixels[:5]), (1, split.pixels[:5, ..., ::-1])):
+    np.testing.assert_allclose(states[flip], model.encode_images(pixels).tower_states, atol=1e-5)
+
+  arrays, _ = train.Batches(split, dataclasses.replace(recipe, augment=False), tokenizer.pad_token_id).next()
+  frozen = {k: v for k, v in arrays.items() if k != "pixels"}
+  frozen["tower_states"] = np.asarray(model.encode_images(arrays["pixels"]).tower_states)
+  want, got = train.loss_fn(model, arrays), train.loss_fn(model, frozen)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+  np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-6)
+
+  tower = jax.tree.map(np.array, nnx.state(model.vision_tower, nnx.Param))
+  projector = jax.tree.map(np.array, nnx.state(model.projector, nnx.Param))
+  train.train(model, dataclasses.replace(recipe, steps=3, warmup_steps=1, freeze_vision=True), split,
+              tokenizer.pad_token_id, log_every=1)
+  for a, b in zip(jax.tree.leaves(tower), jax.tree.leaves(nnx.state(model.vision_tower, nnx.Param))):
+    np.testing.assert_array_equal(a, np.asarray(b))  # frozen: not even weight decay moved it
+  assert any(not np.array_equal(a, np.asarray(b))
+             for a, b in zip(jax.tree.leaves(projector), jax.tree.leaves(nnx.state(model.projector, nnx.Param))))

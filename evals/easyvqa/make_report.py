@@ -44,6 +44,52 @@ def demo_readme() -> None:
   print(f"wrote {demo / 'README.md'}")
 
 
+def spearman(x: list[float], y: list[float]) -> float:
+  """Rank correlation (ties get their mean rank)."""
+  import numpy as np
+
+  def ranks(v):
+    v = np.asarray(v, float)
+    order = np.argsort(v, kind="stable")
+    r = np.empty(len(v))
+    r[order] = np.arange(len(v))
+    for value in np.unique(v):  # ties share their mean rank
+      r[v == value] = r[v == value].mean()
+    return r
+  rx, ry = ranks(x), ranks(y)
+  return float(np.corrcoef(rx, ry)[0, 1]) if rx.std() and ry.std() else float("nan")
+
+
+def recall_vs_accuracy(sweep: dict) -> list[str]:
+  """Per (pruning layer, budget): do the plans that keep more shape-covering patches answer better? Within one
+  budget, so that "more tokens" does not drive both numbers."""
+  lines = ["## Does keeping the shape's patches help?", "",
+           "For each pruning layer and budget, over the plans that prune there: the rank correlation between "
+           "relevance recall and accuracy, and the plans with the highest and the lowest recall.", "",
+           "| layer | keep | plans | Spearman (recall, accuracy) | highest recall | lowest recall |",
+           "|---:|---:|---:|---:|---|---|"]
+  rows = [r for r in sweep["rows"] if r["method"] not in ("none", "blind") and r.get("relevance_recall") is not None]
+  rhos: list[float] = []
+  show = lambda r: f"`{r['plan']}`: recall {pct(r['relevance_recall'])}, accuracy {pct(r['accuracy'])}"
+  for layer, keep in sorted({(r["layer"], r["keep"]) for r in rows}):
+    at = [r for r in rows if (r["layer"], r["keep"]) == (layer, keep)]
+    if len(at) < 3:
+      continue
+    rho = spearman([r["relevance_recall"] for r in at], [r["accuracy"] for r in at])
+    hi, lo = max(at, key=lambda r: r["relevance_recall"]), min(at, key=lambda r: r["relevance_recall"])
+    lines.append(f"| {layer} | {keep} | {len(at)} | {rho:+.2f} | {show(hi)} | {show(lo)} |")
+    rhos.append(rho)
+  negative = sum(r < 0 for r in rhos)
+  if rhos and negative == len(rhos):
+    lines += ["", f"In every one of these {len(rhos)} groups, the plans that keep more of the shape's patches answer "
+              "worse. This model reads what it needs from the other patches (after the tower's global attention, "
+              "a background patch can carry the shape and colour): a property of this small model and its "
+              "training, which makes easy-VQA recall a measure of where a method looks, not of what it should keep."]
+  elif rhos:
+    lines += ["", f"Recall and accuracy rank together in {len(rhos) - negative} of {len(rhos)} groups."]
+  return lines + [""]
+
+
 def main() -> None:
   if (HERE / "demo" / "results.json").exists():
     demo_readme()
@@ -81,6 +127,7 @@ def main() -> None:
   other = [v["plan"] for v in verdicts if v["verdict"] != "beats random"]
   lines += ["", f"**Beat random** (CI entirely above random's): {', '.join(f'`{p}`' for p in beat) or 'none'}.",
             f"**Did not** (overlapping or below): {', '.join(f'`{p}`' for p in other) or 'none'}.", ""]
+  lines += recall_vs_accuracy(sweep)
   lines += ["## The sweep (blind-filtered items)", "", report.markdown_table(sweep), ""]
   lines += ["Relevance recall: the share of the patches covering the shape (pixels that differ from the "
             "background) that survive pruning, averaged over items.", ""]

@@ -11,6 +11,7 @@ WALL=$(echo "$(date +%s.%N) - $START" | bc)
 mkdir -p $OUT/demo && cp out/demo/results.json out/demo/*.png $OUT/demo/
 python -c "import json, os; json.dump({'wall_seconds': $WALL, 'load_before': $LOAD, \
     'machine': f'{os.cpu_count()} CPU cores'}, open('$OUT/demo/timing.json', 'w'))"
+rm -rf $OUT/full $OUT/blind $OUT/sweep  # fresh runs: these directories resume, and the model may have changed
 python -m jaxprune.eval --model llava-easyvqa --tasks easyvqa --method none --batch-size 64 \
     --output-path $OUT/full --no-plots
 python -m jaxprune.eval --model llava-easyvqa --tasks easyvqa --blind --batch-size 64 \
