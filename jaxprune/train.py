@@ -265,12 +265,11 @@ def tower_states(model, pixels: np.ndarray, *, batch_size: int = 64) -> np.ndarr
   image (index 0: as is, 1: mirrored), for stage 2 with a frozen tower."""
   import jax
   from flax import nnx
-  graphdef, state = nnx.split(model.vision_tower)
+  graphdef, state = nnx.split(model)
 
   @jax.jit
-  def encode(state, x):
-    states, _, _ = nnx.merge(graphdef, state)(x)  # [B, 1 + Nv, Dv]
-    return states[:, 1:]  # [CLS] dropped, as Llava.encode_images does
+  def encode(state, x):  # only the tower runs: XLA drops the unused projector
+    return nnx.merge(graphdef, state).encode_images(x).tower_states  # [B, Nv, Dv]
   out = [[np.asarray(encode(state, x[lo:lo + batch_size])) for lo in range(0, len(x), batch_size)]
          for x in (pixels, np.ascontiguousarray(pixels[..., ::-1]))]
   return np.stack([np.concatenate(o) for o in out])

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from scipy.stats import spearmanr  # ties get their mean rank
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runs from a checkout, installed or not
 from jaxprune import report
 
@@ -44,22 +46,6 @@ def demo_readme() -> None:
   print(f"wrote {demo / 'README.md'}")
 
 
-def spearman(x: list[float], y: list[float]) -> float:
-  """Rank correlation (ties get their mean rank)."""
-  import numpy as np
-
-  def ranks(v):
-    v = np.asarray(v, float)
-    order = np.argsort(v, kind="stable")
-    r = np.empty(len(v))
-    r[order] = np.arange(len(v))
-    for value in np.unique(v):  # ties share their mean rank
-      r[v == value] = r[v == value].mean()
-    return r
-  rx, ry = ranks(x), ranks(y)
-  return float(np.corrcoef(rx, ry)[0, 1]) if rx.std() and ry.std() else float("nan")
-
-
 def recall_vs_accuracy(sweep: dict) -> list[str]:
   """Per (pruning layer, budget): do the plans that keep more shape-covering patches answer better? Within one
   budget, so that "more tokens" does not drive both numbers."""
@@ -75,7 +61,7 @@ def recall_vs_accuracy(sweep: dict) -> list[str]:
     at = [r for r in rows if (r["layer"], r["keep"]) == (layer, keep)]
     if len(at) < 3:
       continue
-    rho = spearman([r["relevance_recall"] for r in at], [r["accuracy"] for r in at])
+    rho = float(spearmanr([r["relevance_recall"] for r in at], [r["accuracy"] for r in at]).statistic)
     hi, lo = max(at, key=lambda r: r["relevance_recall"]), min(at, key=lambda r: r["relevance_recall"])
     lines.append(f"| {layer} | {keep} | {len(at)} | {rho:+.2f} | {show(hi)} | {show(lo)} |")
     rhos.append(rho)
