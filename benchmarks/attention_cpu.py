@@ -3,7 +3,7 @@
     python benchmarks/attention_cpu.py [--runs 15] [--out evals/bench/attention_cpu.json]
 
 Timings are interleaved (A, B, C, A, B, C, ...) so machine noise hits all three alike; the printed ratios are
-medians of one run. Outputs are checked equal (<= 1e-4 on every row that has a visible key) before timing.
+medians of one run, and the JSON keeps each path's min/median/max beside them. Outputs are checked equal (<= 1e-4 on every row that has a visible key) before timing.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def run_case(name, shape, runs, rng):
       torch_fn()
       times["torch sdpa"].append((time.perf_counter() - start) * 1e3)
   ms = {n: statistics.median(x) for n, x in times.items()}
-  return {"case": name, "shape": dict(zip("B T H G Dh causal".split(), shape)), "median_ms": ms,
+  spread = {n: {"min": min(x), "median": statistics.median(x), "max": max(x)} for n, x in times.items()}
+  return {"case": name, "shape": dict(zip("B T H G Dh causal".split(), shape)), "median_ms": ms, "spread_ms": spread,
           "max_abs_diff": diff,
           "blocked_speedup_vs_single_call": ms["jax.nn.dot_product_attention"] / ms["jaxprune attend (blocked)"],
           "blocked_speed_vs_torch": ms["torch sdpa"] / ms["jaxprune attend (blocked)"]}

@@ -9,8 +9,9 @@ config in the run's dtype (`attn_implementation="sdpa"`), and its state_dict is 
 the same left-padded [B, L] batch (L bucketed to a multiple of 64), with explicit position ids on the HF side
 so its logits match (the max |diff| of the first-step logits is printed as a check).
 
-What is timed (median of `--runs` after a compile/warm-up call and one more warm-up call; runs are taken
-round-robin over all rows so that load from other processes on a shared machine hits every row alike):
+What is timed (median of `--runs` after a compile/warm-up call and one more warm-up call, with min and max
+reported beside it; runs are taken in interleaved rounds over all rows so that load from other processes on a
+shared machine hits every row alike; on CPU each round times every row unpinned, then pinned to one core, see below):
 - prefill: HF = one forward over the prompt (`use_cache=True`, `logits_to_keep=1`); jaxprune = one jitted
   prefill (vision tower, projector, merge, decoder with the plan's prune points, last-position logits, cache).
 - decode: `--decode-steps` N cached steps starting from the prefill's logits. HF = a manual greedy loop with
@@ -32,8 +33,10 @@ a large jitted matmul in the run's dtype on the device. Ratios are measured in o
 
 On a shared CPU, torch's OpenMP threads degrade far more than XLA's thread pool when another process takes a
 core (a [4, 576] x [576, 1536] matmul: 16 ms with 2 threads vs 0.3 ms with 1 under load), which inflates
-jaxprune/torch, above all for decode. For per-core kernel efficiency run pinned to one core:
-`taskset -c 1 python benchmarks/prefill.py --torch-threads 1 ...`.
+jaxprune/torch, above all for decode. So on CPU (`--pin both`, the default there) every round runs each row twice:
+unpinned (all cores, torch's own thread count) and pinned (every thread of the process on one core, torch at one
+thread), both in the same round so both see the same load; the unpinned numbers keep the meaning they always had
+(prefill_ms, targets), the pinned ones (per-core kernel efficiency) sit beside them under "pinned".
 """
 
 from __future__ import annotations
@@ -61,11 +64,12 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # one command from a checkout, installed or not
+from jaxprune.core.tokens import ModelInputs
 from jaxprune import cost
 from jaxprune.convert.hf import fill_state
 from jaxprune.generate import Batch, greedy_decode, pad_batch, prefill
 from jaxprune.models import attention, registry
-from jaxprune.models.config import LlavaConfig
+from jaxprune.models.llava import LlavaConfig
 from jaxprune.prune.pipeline import Pruner
 from jaxprune.prune.plan import PrunePlan
 
@@ -111,6 +115,7 @@ CONFIGS: dict[str, Spec] = {
         image_token_id=32000, tie_word_embeddings=False, batch=8, dtype="bfloat16", device="gpu",
         jax_torch_target=1.3, mfu_target=0.55),
 }
+LLAVA_FAMILY = registry.FAMILIES["LlavaForConditionalGeneration"]
 BOUND_TARGET = 0.85  # pruned prefill speedup / analytic FLOPs speedup
 OVERHEAD_TARGET = 0.02  # scoring + selection time / unpruned prefill time
 
@@ -124,7 +129,8 @@ class Timer:
   def __init__(self, fn: Callable, sync: Callable, setup: Callable[[], tuple] = tuple):
     self.fn, self.sync, self.setup = fn, sync, setup
     self.first_s: float | None = None
-    self.times_ms: list[float] = []
+    self.times_ms: list[float] = []  # unpinned runs (the headline numbers)
+    self.pinned_ms: list[float] = []
     self.result: Any = None
 
   def call(self) -> float:
@@ -139,8 +145,12 @@ class Timer:
     self.first_s = self.call()  # jax: trace + compile + run
     self.call()
 
-  def run_once(self) -> None:
-    self.times_ms.append(self.call() * 1e3)
+  def run_once(self, pinned: bool = False) -> None:
+    (self.pinned_ms if pinned else self.times_ms).append(self.call() * 1e3)
+
+  def spread(self, pinned: bool = False) -> dict:
+    times = self.pinned_ms if pinned else self.times_ms
+    return {"min_ms": min(times), "median_ms": statistics.median(times), "max_ms": max(times)}
 
   @property
   def median_ms(self) -> float:
@@ -149,6 +159,33 @@ class Timer:
   @property
   def compile_s(self) -> float:
     return max(0.0, self.first_s - self.median_ms / 1e3)
+
+
+class Pinning:
+  """Moves every thread of this process (XLA's pool, torch's OpenMP threads) onto one core and torch to one
+  thread, and back. Linux only (per-thread affinity through /proc/self/task)."""
+
+  def __init__(self, torch_module):
+    self.torch = torch_module
+    self.all_cpus = os.sched_getaffinity(0)
+    self.core = max(self.all_cpus)  # as `taskset -c 1` on a 2-core machine
+    self.threads = torch_module.get_num_threads()
+
+  def _set(self, cpus: set[int]) -> None:
+    for tid in os.listdir("/proc/self/task"):
+      try:
+        os.sched_setaffinity(int(tid), cpus)
+      except OSError:  # a thread that just exited
+        pass
+
+  def __enter__(self):
+    self._set({self.core})
+    self.torch.set_num_threads(1)
+    return self
+
+  def __exit__(self, *exc):
+    self.torch.set_num_threads(self.threads)
+    self._set(self.all_cpus)
 
 
 def _status_kib(field: str) -> int | None:
@@ -269,6 +306,9 @@ def main() -> None:
   parser.add_argument("--force", action="store_true", help="run a GPU config without a GPU")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+  parser.add_argument("--pin", choices=["both", "off"], default=None,
+                      help="CPU: time every round unpinned and pinned to one core (both, the CPU default) or "
+                           "unpinned only (off, the GPU default)")
   parser.add_argument("--attention", default="auto", choices=["auto", *filter(None, attention.IMPLEMENTATIONS)],
                       help="jaxprune attention path (jaxprune.models.attention); auto: query blocks on CPU, "
                            "jax.nn.dot_product_attention's choice on GPU")
@@ -286,6 +326,7 @@ def main() -> None:
     jax.config.update("jax_default_device", jax.devices("cpu")[0])
   attention.set_implementation("blocked" if args.attention == "auto" and not on_gpu else args.attention)
   torch_device = "cuda" if on_gpu else "cpu"
+  pin = args.pin or ("off" if on_gpu or not Path("/proc/self/task").is_dir() else "both")
   if args.torch_threads:
     torch.set_num_threads(args.torch_threads)
   dtype = jnp.dtype(spec.dtype)
@@ -300,8 +341,8 @@ def main() -> None:
   # ---- identical weights: HF random init -> fill_state
   t0 = time.perf_counter()
   hf = build_hf(spec, text, torch_device)
-  cfg: LlavaConfig = registry.LLAVA.config_from_hf(hf.config.to_dict())
-  model = fill_state(registry.LLAVA, cfg, torch_tensors(hf), dtype, "hf-random-init")
+  cfg: LlavaConfig = LLAVA_FAMILY.config_from_hf(hf.config.to_dict())
+  model = fill_state(LLAVA_FAMILY, cfg, torch_tensors(hf), dtype, "hf-random-init")
   graphdef, state = nnx.split(model)
   del model
   print(f"built HF + converted to jaxprune in {time.perf_counter() - t0:.1f} s "
@@ -351,7 +392,7 @@ def main() -> None:
   def entering(state, ids, valid, pixels, query, layer):
     """Tokens entering decoder layer `layer`, the vision outputs, and layer-1's q/k (what prune points see)."""
     model = nnx.merge(graphdef, state)
-    tokens, vision = model.input_tokens(ids, valid, pixels, query)
+    tokens, vision = model.input_tokens(ModelInputs(ids=ids, valid=valid, query=query, pixels=pixels))
     if layer == 0:
       return tokens, vision, None
     seen = {}
@@ -417,10 +458,18 @@ def main() -> None:
   for t in timers:
     if t.first_s is None:
       t.warm_up()
+  pin_modes = [False, True] if pin == "both" else [False]
+  pinning = Pinning(torch) if pin == "both" else None
   for r in range(args.runs):
     start = time.perf_counter()
-    for t in timers:
-      t.run_once()
+    for pinned in pin_modes:  # both modes in every round: they see the same load
+      if pinned:
+        with pinning:
+          for t in timers:
+            t.run_once(pinned=True)
+      else:
+        for t in timers:
+          t.run_once()
     load.append(os.getloadavg())
     print(f"round {r + 1}/{args.runs}: {time.perf_counter() - start:.1f} s, load {load[-1][0]:.1f}", flush=True)
   hf_tokens = rows[0]["timers"]["decode"].result.cpu().numpy()
@@ -454,6 +503,9 @@ def main() -> None:
   torch_row, base = rows[0], rows[1]
   tp, td = torch_row["timers"]["prefill"].median_ms, torch_row["timers"]["decode"].median_ms
   bp = base["timers"]["prefill"].median_ms
+  if pinning:  # the same three references, pinned
+    tp1, td1 = (torch_row["timers"][w].spread(pinned=True)["median_ms"] for w in ("prefill", "decode"))
+    bp1 = base["timers"]["prefill"].spread(pinned=True)["median_ms"]
   results = []
   for row in rows:
     tm = row.pop("timers")
@@ -464,6 +516,16 @@ def main() -> None:
                decode_runs_ms=tm["decode"].times_ms, prefill_compile_s=tm["prefill"].compile_s,
                decode_compile_s=tm["decode"].compile_s, prefill_vs_torch=tp / pre, decode_vs_torch=td / dec,
                mfu=row["flops"] / (pre / 1e3) / (peak_tflops * 1e12))
+    for what in ("prefill", "decode"):  # the spread of the unpinned runs beside their median
+      spread = tm[what].spread()
+      out.update({f"{what}_min_ms": spread["min_ms"], f"{what}_max_ms": spread["max_ms"]})
+    if tm["prefill"].pinned_ms:  # the same rounds, every thread on one core
+      pinned = {f"{what}_{k}": v for what in ("prefill", "decode") for k, v in tm[what].spread(pinned=True).items()}
+      pinned.update(prefill_vs_torch=tp1 / pinned["prefill_median_ms"], decode_vs_torch=td1 / pinned["decode_median_ms"],
+                    prefill_runs_ms=tm["prefill"].pinned_ms, decode_runs_ms=tm["decode"].pinned_ms)
+      if row["system"] == "jaxprune":
+        pinned["bound_efficiency"] = (bp1 / pinned["prefill_median_ms"]) / (base["flops"] / row["flops"])
+      out["pinned"] = pinned
     if row["system"] == "jaxprune":
       out["kv_bytes_analytic"] = cost.kv_cache_bytes(cfg, length, row["stages"], max_new_tokens=n_steps, batch=b,
                                                      bytes_per_element=dtype.itemsize)
@@ -507,6 +569,7 @@ def main() -> None:
       "weight_bytes": weight_bytes, "logits_max_abs_diff_vs_hf": logits_diff,
       "decode_token_agreement_vs_hf": token_agreement, "notes": notes,
       "loadavg_1min_per_round": [round(x[0], 2) for x in load],
+      "pin": pin, "pinned_core": pinning.core if pinning else None,
   }
   lines = render(meta, results, targets)
   print("\n".join(lines))
@@ -522,16 +585,22 @@ def render(meta: dict, rows: list[dict], targets: list[dict], *, markdown: bool 
   """One table of ratios (rows: systems x plans), then the targets with measured value and PASS/FAIL."""
   mib = lambda x: "-" if x is None else f"{x / 2**20:.0f}"
   pct = lambda x: "-" if x is None else f"{100 * x:.2f}%"
-  head = ["system", "plan", "prefill ms", "decode ms", "compile s", "prefill vs torch", "decode vs torch",
+  spread = lambda r, what: f"{r[what + '_ms']:.1f} ({r[what + '_min_ms']:.1f}-{r[what + '_max_ms']:.1f})"
+  pinned = "pinned" in rows[0]
+  head = ["system", "plan", "prefill ms (min-max)", "decode ms (min-max)", "compile s", "prefill vs torch",
+          "decode vs torch", *(["pinned: prefill ms", "prefill vs torch", "decode vs torch"] if pinned else []),
           "time/unpruned", "FLOPs/unpruned", "speedup/bound", "score+select", "MFU", "KV MiB (meas/analytic)",
           "peak MiB", "XLA temp MiB"]
   body = []
   for r in rows:
     bound = r.get("bound_efficiency")
     body.append([
-        r["system"], r["plan"], f"{r['prefill_ms']:.1f}", f"{r['decode_ms']:.1f}",
+        r["system"], r["plan"], spread(r, "prefill"), spread(r, "decode"),
         f"{r['prefill_compile_s']:.1f}/{r['decode_compile_s']:.1f}", f"{r['prefill_vs_torch']:.2f}x",
-        f"{r['decode_vs_torch']:.2f}x", f"{r['time_ratio']:.3f}" if "time_ratio" in r else "-",
+        f"{r['decode_vs_torch']:.2f}x",
+        *([spread({k.replace("_median", ""): v for k, v in r["pinned"].items()}, "prefill"),
+           f"{r['pinned']['prefill_vs_torch']:.2f}x", f"{r['pinned']['decode_vs_torch']:.2f}x"] if pinned else []),
+        f"{r['time_ratio']:.3f}" if "time_ratio" in r else "-",
         f"{r['flops_ratio']:.3f}" if "flops_ratio" in r else "-",
         "-" if bound is None or r["plan"] == "none" else f"{bound:.2f} {'PASS' if bound >= BOUND_TARGET else 'FAIL'}",
         pct(r.get("score_share_of_unpruned")), f"{100 * r['mfu']:.1f}%",
@@ -539,7 +608,9 @@ def render(meta: dict, rows: list[dict], targets: list[dict], *, markdown: bool 
     ])
   title = (f"prefill benchmark {meta['config']}: batch {meta['batch']}, L={meta['bucketed_length']} "
            f"({meta['num_visual']} visual), {meta['dtype']}, {meta['decoder_layers']} decoder layers, "
-           f"{meta['decode_steps']} decode steps, median of {meta['runs']}, attention {meta.get('attention', 'auto')}, "
+           f"{meta['decode_steps']} decode steps, median (min-max) of {meta['runs']} interleaved rounds"
+           f"{', unpinned and pinned to core ' + str(meta['pinned_core']) if meta.get('pinned_core') is not None else ''}"
+           f", attention {meta.get('attention', 'auto')}, "
            f"{meta['device_kind']} / torch "
            f"{meta['torch_device']} ({meta['torch_threads']} threads) ({meta['processor']}, {meta['cpu_count']} cores, "
            f"1-min load {min(meta['loadavg_1min_per_round']):.1f}-{max(meta['loadavg_1min_per_round']):.1f}), "

@@ -25,9 +25,10 @@ import numpy as np
 from flax import nnx
 
 from jaxprune import cost
-from jaxprune.models.config import LlavaConfig, TextConfig, VisionConfig
+from jaxprune.models.config import TextConfig
+from jaxprune.models.llava import LlavaConfig, VisionConfig
 from jaxprune.models.llama import LlamaModel, make_tokens
-from jaxprune.models.llava import VisionOutputs
+from jaxprune.core.tokens import VisionSignals, VisualLayout
 from jaxprune.prune.pipeline import Pruner
 from jaxprune.prune.select import split_positions
 
@@ -68,7 +69,9 @@ def main() -> None:
   image[:, 8:8 + NUM_VISUAL] = True  # system prompt, image, then the question
   valid = jnp.ones((b, length), bool)
   cls_attention = jax.nn.softmax(jnp.asarray(rng.randn(b, 16, NUM_VISUAL).astype(np.float32)), axis=-1)
-  vision = VisionOutputs(features=None, tower_states=None, cls_attention=cls_attention, keys=None)
+  side = CLIP_L_336.image_size // CLIP_L_336.patch_size
+  vision = VisionSignals(features=None, layout=VisualLayout.single_grid(b, side, side),
+                         importance=jnp.sum(cls_attention, axis=1), keys=None)
 
   def prefill(state, hidden, pruner):
     model = nnx.merge(graphdef, state)

@@ -4,7 +4,7 @@ A plan (`stages`) is a sequence of `(layer, keep)` pairs: decoder layers
 `layer, layer + 1, ...` run with `keep` visual tokens per image (layer 0 =
 pruned before the LLM). Layers must strictly increase and keeps must not
 increase (a dropped token never comes back); keep >= num_visual means no
-reduction. Prompts hold one image: prompt_len counts its num_visual tokens.
+reduction. prompt_len counts the prompt's num_visual tokens (all its images).
 
 FLOP conventions (all exact integers):
 - Only matmuls count, 2*m*n*k each. Norms, softmax, RoPE, activations,
@@ -12,28 +12,38 @@ FLOP conventions (all exact integers):
 - Attention counts the FULL S x S score (QK^T) and probs @ V matmuls, not the
   causal half: that is what dense kernels compute.
 - lm_head runs for the last position only: generation needs only its logits.
-- Vision tower (LlavaConfig with include_vision): the patch-embedding conv as
-  a matmul, `vision_layers_used` pre-LN layers on Np + 1 tokens ([CLS]), then
-  the 2-layer projector on all `num_image_tokens` (pruning happens after it).
+- Vision side (a VLM config with include_vision): counted by the family
+  (`VLMConfig.vision_flops`), e.g. LLaVA's CLIP layers on Np + 1 tokens and the
+  projector on every visual token (pruning happens after it).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from jaxprune.models.config import LlavaConfig, TextConfig
+from typing import Any
+
+from jaxprune.models.config import TextConfig
 
 Plan = Sequence[tuple[int, int]]
 
 
-def _text(cfg: LlavaConfig | TextConfig) -> TextConfig:
-  return cfg.text if isinstance(cfg, LlavaConfig) else cfg
+def _is_vlm(cfg: Any) -> bool:
+  return not isinstance(cfg, TextConfig)  # a family config (models/base.py: VLMConfig)
 
 
-def _num_visual(cfg: LlavaConfig | TextConfig, num_visual: int | None) -> int:
+def _text(cfg: Any) -> TextConfig:
+  return cfg.text if _is_vlm(cfg) else cfg
+
+
+def _num_visual(cfg: Any, num_visual: int | None) -> int:
   if num_visual is not None:
     return num_visual
-  return cfg.num_image_tokens if isinstance(cfg, LlavaConfig) else 0
+  if _is_vlm(cfg):
+    if cfg.visual_tokens_per_image is None:
+      raise ValueError("this model's visual-token count depends on the image: pass num_visual")
+    return cfg.visual_tokens_per_image
+  return 0
 
 
 def validate_plan(num_layers: int, stages: Plan) -> None:
@@ -76,20 +86,14 @@ def decoder_layer_flops(cfg: TextConfig, seq_len: int) -> int:
   return proj + attn + mlp
 
 
-def vision_flops(cfg: LlavaConfig) -> int:
-  """Matmul FLOPs of the vision tower (layers actually used) plus projector, one image."""
-  v, dt = cfg.vision, cfg.text.hidden_size
-  t, dv = v.num_patches + 1, v.hidden_size  # tokens incl. [CLS]
-  patch = 2 * v.num_patches * (v.num_channels * v.patch_size ** 2) * dv
-  layer = (2 * t * dv * 4 * dv  # q, k, v, o
-           + 2 * (2 * t * t * dv)  # QK^T and probs @ V over all heads
-           + 2 * (2 * t * dv * v.intermediate_size))  # fc1, fc2
-  proj = 2 * cfg.num_image_tokens * (dv * dt + dt * dt)
-  return patch + cfg.vision_layers_used * layer + proj
+def vision_flops(cfg: Any, num_visual: int | None = None) -> int:
+  """Matmul FLOPs of the vision side (tower + projector) behind `num_visual` LLM tokens; the family says how
+  (`VLMConfig.vision_flops`)."""
+  return cfg.vision_flops(num_visual)
 
 
 def prefill_flops(
-    cfg: LlavaConfig | TextConfig,
+    cfg: Any,
     prompt_len: int,
     stages: Plan = (),
     *,
@@ -102,13 +106,13 @@ def prefill_flops(
   lengths = sequence_lengths(text.num_layers, prompt_len, _num_visual(cfg, num_visual), stages)
   total = sum(decoder_layer_flops(text, s) for s in lengths)
   total += 2 * text.hidden_size * text.vocab_size  # lm_head, last position only
-  if include_vision and isinstance(cfg, LlavaConfig):
-    total += vision_flops(cfg)
+  if include_vision and _is_vlm(cfg):
+    total += vision_flops(cfg, _num_visual(cfg, num_visual))
   return batch * total
 
 
 def kv_cache_bytes(
-    cfg: LlavaConfig | TextConfig,
+    cfg: Any,
     prompt_len: int,
     stages: Plan = (),
     *,

@@ -6,8 +6,6 @@ program; the decode loop stops early once every sample has emitted EOS and never
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -15,24 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxprune.models.llama import KVCache, LlamaModel, PrunePoint, Tokens
+from jaxprune.core import decoding
+from jaxprune.core.tokens import KVCache, ModelInputs, PrunePoint, Tokens, make_tokens
+from jaxprune.models.base import language_model
+from jaxprune.sharding import put_batch, shard_model_state
 
-# (model, tokens, vision outputs) -> {layer: prune point}; pruning plans compile into one of these.
+# (model, tokens, vision signals) -> {layer: prune point}; pruning plans compile into one of these.
 PrunePointsFn = Callable[[nnx.Module, Tokens, Any], dict[int, PrunePoint]]
 
-
-@dataclasses.dataclass(frozen=True)
-class Batch:
-  """A left-padded batch on the host. `query` marks the question tokens (None: all non-image text)."""
-
-  ids: np.ndarray  # [B, L] int32
-  valid: np.ndarray  # [B, L] bool
-  pixels: np.ndarray | None = None  # [B, C, H, W] float32
-  query: np.ndarray | None = None  # [B, L] bool
-
-  @property
-  def size(self) -> int:
-    return self.ids.shape[0]
+Batch = ModelInputs  # a padded batch on the host, as every family's `input_tokens` takes it
 
 
 def bucket_length(n: int, multiple: int) -> int:
@@ -55,33 +44,38 @@ def pad_batch(sequences: Sequence[Sequence[int]], *, pad_id: int, multiple: int 
     if query is not None:
       start, end = query_spans[i]
       query[i, offset + start:offset + end] = True
-  return Batch(ids, valid, pixels, query)
+  return Batch(ids=ids, valid=valid, query=query, pixels=pixels)
 
 
-def _language_model(model: nnx.Module) -> LlamaModel:
-  return model.language_model
-
-
-def input_tokens(model: nnx.Module, ids, valid, pixels, query):
-  """Decoder input Tokens (+ vision outputs for LLaVA) for any supported model."""
+def input_tokens(model: nnx.Module, inputs: ModelInputs):
+  """Decoder input Tokens (+ vision signals for a VLM) for any supported model."""
   if hasattr(model, "input_tokens"):
-    return model.input_tokens(ids, valid, pixels, query)
-  if pixels is not None:
+    return model.input_tokens(inputs)
+  if inputs.pixels is not None:
     raise ValueError("this model is text-only; it cannot take pixel_values")
-  return model.text_tokens(ids, valid, query), None
+  hidden = model.embed(inputs.ids)
+  return make_tokens(hidden, inputs.valid, jnp.zeros_like(inputs.valid), inputs.query,
+                     positions=inputs.positions), None
 
 
-def prefill(model: nnx.Module, batch_arrays, *, extra_slots: int, prune_points_fn: PrunePointsFn | None = None):
-  """-> (last-position logits [B, V], KVCache, final Tokens, all final-normed hidden [B, L', D])."""
-  ids, valid, pixels, query = batch_arrays
-  tokens, vision = input_tokens(model, ids, valid, pixels, query)
+def prefill(model: nnx.Module, inputs: ModelInputs | tuple, *, extra_slots: int,
+            prune_points_fn: PrunePointsFn | None = None):
+  """-> (last-position logits [B, V], KVCache, final Tokens, all final-normed hidden [B, L', D]).
+
+  `inputs` may also be the tuple (ids, valid, pixels, query) of a one-image-per-sample batch."""
+  if isinstance(inputs, tuple):
+    ids, valid, pixels, query = inputs
+    inputs = ModelInputs(ids=ids, valid=valid, query=query, pixels=pixels)
+  tokens, vision = input_tokens(model, inputs)
+  if vision is not None and inputs.relevance is not None:  # a task's ground truth, for the oracle bounds
+    vision = vision.replace(relevance=jnp.asarray(inputs.relevance, jnp.float32))
   points = prune_points_fn(model, tokens, vision) if prune_points_fn else None
-  lm = _language_model(model)
-  h, cache, tokens = lm.prefill(tokens, extra_slots=extra_slots, prune_points=points)
-  return lm.logits(h[:, -1]), cache, tokens, h
+  decoder = language_model(model)
+  h, cache, tokens = decoding.prefill(decoder, tokens, extra_slots=extra_slots, prune_points=points)
+  return decoder.logits(h[:, -1]), cache, tokens, h
 
 
-def greedy_decode(lm: LlamaModel, first_logits: jax.Array, cache: KVCache, *, max_new_tokens: int,
+def greedy_decode(lm, first_logits: jax.Array, cache: KVCache, *, max_new_tokens: int,
                   eos_ids: tuple[int, ...], pad_id: int, keep_logits: bool):
   """Greedy loop from prefill logits [B, V] -> (tokens [B, T], per-step logits [B, T, V] or None, cache)."""
   b, vocab = first_logits.shape
@@ -106,7 +100,7 @@ def greedy_decode(lm: LlamaModel, first_logits: jax.Array, cache: KVCache, *, ma
 
   def body(state):
     step, out, all_logits, done, token, cache = state
-    logits, cache = lm.decode(token, cache)
+    logits, cache = decoding.decode_step(lm, token, cache)
     (out, all_logits, done), token = emit((out, all_logits, done), step, logits)
     return step + 1, out, all_logits, done, token, cache
 
@@ -123,7 +117,6 @@ class Generator:
     self.graphdef, self.state = nnx.split(model)
     self.mesh = mesh  # with a mesh: batch sharded on "data", weights placed by jaxprune.sharding's rules
     if mesh is not None:
-      from jaxprune.sharding import shard_model_state
       self.state = shard_model_state(self.state, mesh)
     self.max_new_tokens = max_new_tokens
     self.eos_ids = tuple(int(e) for e in eos_ids)
@@ -131,31 +124,30 @@ class Generator:
     self.compiles = 0
     self._run = jax.jit(self._generate, static_argnames=("prune_points_fn", "keep_logits"))
 
-  def _generate(self, state, ids, valid, pixels, query, *, prune_points_fn, keep_logits):
+  def _generate(self, state, inputs, *, prune_points_fn, keep_logits):
     self.compiles += 1  # runs only while tracing
     model = nnx.merge(self.graphdef, state)
-    first, cache, tokens, _ = prefill(model, (ids, valid, pixels, query), extra_slots=self.max_new_tokens,
+    first, cache, tokens, _ = prefill(model, inputs, extra_slots=self.max_new_tokens,
                                       prune_points_fn=prune_points_fn)
-    out, logits, cache = greedy_decode(_language_model(model), first, cache, max_new_tokens=self.max_new_tokens,
+    out, logits, cache = greedy_decode(language_model(model), first, cache, max_new_tokens=self.max_new_tokens,
                                        eos_ids=self.eos_ids, pad_id=self.pad_id, keep_logits=keep_logits)
-    return {"tokens": out, "logits": logits, "kept": tokens.replace(hidden=None), "kv_bytes": cache.nbytes}
+    return {"tokens": out, "logits": logits, "kept": tokens.replace(hidden=None), "kv_bytes": cache.nbytes,
+            "nonfinite": jnp.sum(~jnp.isfinite(first), axis=-1)}  # [B] NaN/inf first-token logits: say, never 0%
 
   def __call__(self, batch: Batch, *, prune_points_fn: PrunePointsFn | None = None,
                keep_logits: bool = False) -> dict:
     """-> {"tokens": [B, T] int32 (pad after EOS), "logits": [B, T, V] | None, "kept": final Tokens (no hidden),
-    "kv_bytes": int}."""
-    return self._run(self.state, *self.device_arrays(batch), prune_points_fn=prune_points_fn,
+    "kv_bytes": int, "nonfinite": [B] count of non-finite first-token logits}."""
+    return self._run(self.state, self.device_arrays(batch), prune_points_fn=prune_points_fn,
                      keep_logits=keep_logits)
 
-  def device_arrays(self, batch: Batch) -> tuple:
-    """(ids, valid, pixels, query): host arrays, or global arrays sharded on the mesh's data axis."""
-    arrays = (batch.ids, batch.valid, batch.pixels, batch.query)
+  def device_arrays(self, batch: Batch) -> Batch:
+    """The batch as host arrays, or as global arrays sharded on the mesh's data axis."""
     if self.mesh is None:
-      return arrays
+      return batch
     if batch.size % self.mesh.shape["data"]:
       raise ValueError(f"batch of {batch.size} does not divide over the mesh's {self.mesh.shape['data']} data shards")
-    from jaxprune.sharding import put_batch
-    return put_batch(arrays, self.mesh)
+    return put_batch(batch, self.mesh)
 
 
 def trim_at_eos(tokens: np.ndarray, eos_ids: Sequence[int]) -> list[list[int]]:

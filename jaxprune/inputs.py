@@ -15,6 +15,10 @@ class InputError(ValueError):
   """Bad user input (an image, a prompt); the message is one line naming it."""
 
 
+def _first_line(error: Exception) -> str:
+  return (str(error).splitlines() or [""])[0]
+
+
 def load_image(source: str | os.PathLike | bytes, *, name: str | None = None):
   """Open an image from a path or encoded bytes as RGB; one clear error if PIL cannot read it."""
   from PIL import Image, UnidentifiedImageError
@@ -24,9 +28,16 @@ def load_image(source: str | os.PathLike | bytes, *, name: str | None = None):
     image.load()
   except FileNotFoundError:
     raise InputError(f"image {label}: file not found") from None
+  except Image.DecompressionBombError as e:  # not an OSError: it would end the whole run
+    raise InputError(f"image {label}: refused as a decompression bomb ({_first_line(e)})") from None
   except (UnidentifiedImageError, OSError, ValueError) as e:
     raise InputError(f"image {label}: cannot be opened as an image ({type(e).__name__})") from None
-  return image.convert("RGB")
+  except Exception as e:  # PIL's decoders raise SyntaxError, struct.error, EOFError, ... on damaged files
+    raise InputError(f"image {label}: cannot be decoded ({type(e).__name__}: {_first_line(e)})") from None
+  try:
+    return image.convert("RGB")
+  except Exception as e:
+    raise InputError(f"image {label}: cannot be converted to RGB ({type(e).__name__}: {_first_line(e)})") from None
 
 
 def check_image_tokens(ids: np.ndarray, valid: np.ndarray, image_token_id: int, expected: int) -> None:

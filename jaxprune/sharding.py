@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -50,18 +50,18 @@ def parse_mesh(text: str | None, num_devices: int) -> dict[str, int]:
   return {axis: sizes[axis] for axis in AXES}
 
 
-def auto_mesh_sizes(model: str, dtype: str | None, *, budget: float = 0.6) -> dict[str, int]:
+def auto_mesh_sizes(abstract_state: Callable[[], Any], *, budget: float = 0.6) -> dict[str, int]:
   """Every device on `data`; shard weights over the smallest power-of-2 `model` axis that fits them.
 
-  Fit means parameters take at most `budget` of a device's memory (the rest: activations, KV cache).
-  Devices that do not report memory (CPU) always get model=1.
+  `abstract_state()` gives the parameters' shapes and dtypes (or None when unknowable cheaply); it is called
+  only when devices report their memory. Fit means parameters take at most `budget` of a device's memory (the
+  rest: activations, KV cache). Devices that do not report memory (CPU) always get model=1.
   """
   devices = jax.devices()
   limit = (devices[0].memory_stats() or {}).get("bytes_limit") if hasattr(devices[0], "memory_stats") else None
   model_size = 1
   if limit:
-    from jaxprune.convert.hf import abstract_state_of
-    state = abstract_state_of(model, dtype)
+    state = abstract_state()
     while state is not None and model_size < len(devices) and (
         per_device_bytes(state, {"data": 1, "model": model_size}) > budget * limit):
       model_size *= 2
@@ -125,15 +125,17 @@ def data_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   return NamedSharding(mesh, P("data", *([None] * (ndim - 1))))
 
 
-def put_batch(arrays: tuple, mesh: Mesh) -> tuple:
-  """Host arrays (identical on every process) -> global arrays sharded on `data` (None passes through)."""
+def put_batch(tree: Any, mesh: Mesh) -> Any:
+  """Host arrays (identical on every process) -> global arrays: batch-major leaves (leading dim = the batch,
+  taken from the first leaf) sharded on `data`, any other leaf replicated; None passes through."""
+  leaves = [x for x in jax.tree.leaves(tree) if x is not None]
+  batch = np.shape(leaves[0])[0] if leaves else 0
+
   def put(x):
-    if x is None:
-      return None
     x = np.asarray(x)
-    sharding = data_sharding(mesh, x.ndim)
+    sharding = data_sharding(mesh, x.ndim) if x.ndim and x.shape[0] == batch else NamedSharding(mesh, P())
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-  return tuple(put(x) for x in arrays)
+  return jax.tree.map(put, tree)
 
 
 def to_host(x) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Each notebook has one cell tagged `parameters`: SMALL = False runs the real thing on a Colab TPU runtime
 (LLaVA-1.5-7B converted from the hub, a DatBench capability); CI appends `SMALL = True` after it and runs the
-whole notebook on CPU with the shipped easy-VQA checkpoint, so the notebooks cannot rot.
+whole notebook on CPU with the shipped easy-VQA checkpoint, so the notebooks cannot rot. The install cell
+installs jaxprune from JAXPRUNE_SOURCE (git URL, wheel or directory; default: the checkout the notebook sits in),
+and CI runs it in that local mode.
 """
 
 from __future__ import annotations
@@ -14,12 +16,36 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).parent
 
-INSTALL = '''import subprocess, sys
-if "google.colab" in sys.modules:  # Colab TPU runtime: install jaxprune with TPU jax
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "jax[tpu]",
-                    "jaxprune @ git+https://github.com/jaxprune/jaxprune"], check=True)
-import jax
-print(jax.devices())'''
+# The install cell takes jaxprune from JAXPRUNE_SOURCE (a parameter): a git URL, a wheel or a directory. Left
+# empty it uses the checkout the notebook sits in (local runs, CI); on Colab there is none, so it says what to set.
+INSTALL = '''import importlib, subprocess, sys
+from pathlib import Path
+ON_COLAB = "google.colab" in sys.modules
+checkout = next((d for d in (Path.cwd(), *Path.cwd().parents)
+                 if (d / "pyproject.toml").exists() and (d / "jaxprune" / "__init__.py").exists()), None)
+source = JAXPRUNE_SOURCE or (str(checkout) if checkout else "")
+if not source:
+    raise SystemExit("Set JAXPRUNE_SOURCE in the parameters cell to where jaxprune comes from: a git URL "
+                     "(git+https://github.com/<you>/jaxprune), a .whl file or a checkout directory.")
+if Path(source).is_dir():
+    source = str(Path(source).resolve())
+if checkout and source == str(checkout) and not ON_COLAB:  # its environment (scripts/install.sh) has the deps
+    pip_args = ["--no-deps", "--no-build-isolation", "-e", source]
+elif Path(source).is_dir():
+    pip_args = ["-e", source]
+elif source.endswith(".whl"):
+    pip_args = [source]
+else:  # a repository URL: pip wants the git+ scheme
+    pip_args = [source if source.startswith("git+") else f"git+{source}"]
+if ON_COLAB:  # the TPU build of jax alongside
+    pip_args = ["jax[tpu]", *pip_args]
+print("installing jaxprune from", source)
+subprocess.run([sys.executable, "-m", "pip", "install", "-q", *pip_args], check=True)
+if Path(source).is_dir():  # an editable install reaches new processes; this kernel imports the directory now
+    sys.path.insert(0, source)
+importlib.invalidate_caches()
+import jax, jaxprune
+print("jaxprune from", Path(jaxprune.__file__).parent, "| devices:", jax.devices())'''
 
 MODEL = '''from pathlib import Path
 if SMALL:  # the easy-VQA model shipped in checkpoints/: runs anywhere, offline
@@ -36,10 +62,12 @@ QUICKSTART = [
         "# jaxprune quickstart (Colab TPU)\n\n"
         "Evaluate LLaVA-1.5-7B on one DatBench capability: unpruned vs **latesim** (cosine similarity of "
         "visual and question hidden states at a later layer — our method) vs **FastV** (text→image attention), "
-        "keeping 64 of 576 visual tokens. Runtime → Change runtime type → TPU. On a v2-8 the weights are "
+        "keeping 64 of 576 visual tokens. Runtime → Change runtime type → TPU, and set `JAXPRUNE_SOURCE` "
+        "below to where jaxprune comes from (a git URL or a wheel). On a v2-8 the weights are "
         "sharded over the 8 cores automatically (`--mesh` overrides)."),
     new_code_cell(
         "SMALL = False          # True: the shipped easy-VQA model on CPU (what CI runs)\n"
+        "JAXPRUNE_SOURCE = \"\"   # git URL, .whl or directory to install from; \"\" = the checkout this notebook is in\n"
         "HF_MODEL = \"llava-hf/llava-1.5-7b-hf\"\n"
         "TASKS = \"datbench:chart\"\n"
         "LIMIT = 200\n"
@@ -83,6 +111,7 @@ SWEEP = [
         "scorers drift toward the bottom rows (RoPE's recency bias); similarity-based latesim does not."),
     new_code_cell(
         "SMALL = False\n"
+        "JAXPRUNE_SOURCE = \"\"   # git URL, .whl or directory to install from; \"\" = the checkout this notebook is in\n"
         "HF_MODEL = \"llava-hf/llava-1.5-7b-hf\"\n"
         "TASKS = \"datbench:general\"\n"
         "LIMIT = 300\n"
@@ -109,13 +138,15 @@ SWEEP = [
 ]
 
 
-def main() -> None:
+def main(out_dir: Path = HERE) -> None:
   for name, cells in (("quickstart_tpu.ipynb", QUICKSTART), ("where_to_prune.ipynb", SWEEP)):
+    for i, cell in enumerate(cells):  # fixed ids: rebuilding an unchanged notebook changes no byte
+      cell.id = f"cell-{i}"
     nb = new_notebook(cells=cells, metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "accelerator": "TPU", "colab": {"provenance": []}})
-    nbformat.write(nb, HERE / name)
-    print(f"wrote {HERE / name}")
+    nbformat.write(nb, Path(out_dir) / name)
+    print(f"wrote {Path(out_dir) / name}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from jaxprune import cost
-from jaxprune.models.config import LlavaConfig, TextConfig, VisionConfig
+from jaxprune.models.config import TextConfig
+from jaxprune.models.llava import LlavaConfig, VisionConfig
 
 TEXT = TextConfig(vocab_size=100, hidden_size=16, intermediate_size=40, num_layers=4,
                   num_heads=4, num_kv_heads=2, head_dim=4)

@@ -138,10 +138,11 @@ def test_datbench_limit_env_and_stable_ids(datbench_env, monkeypatch):
   sampled = load_task("datbench:counting", data_dir=data_dir, limit=3, seed=0)
   again = load_task("datbench:counting", data_dir=data_dir, limit=3, seed=0)
   assert len(sampled) == 3 and [it["id"] for it in sampled] == [it["id"] for it in again]
-  # Once prepared, the source is no longer needed and ids do not change.
+  # The prepared copy answers only for its own source: another (here missing) directory is never served from it
+  # (test_reliability.py: a removed source directory still is).
   monkeypatch.delenv("JAXPRUNE_DATBENCH_DIR")
-  cached = load_task("datbench:counting", data_dir=data_dir, datbench_dir=src / "gone")
-  assert [it["id"] for it in cached] == [it["id"] for it in data]
+  with pytest.raises(FileNotFoundError, match="gone"):
+    load_task("datbench:counting", data_dir=data_dir, datbench_dir=src / "gone")
 
 
 def test_datbench_missing_sources(datbench_env, tmp_path):

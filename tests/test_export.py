@@ -11,9 +11,10 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxprune.convert.export import save_hf_llava
+from jaxprune.models.llava.export import save_hf_llava
 from jaxprune.generate import pad_batch, prefill
-from jaxprune.models.config import LlavaConfig, TextConfig, VisionConfig
+from jaxprune.models.config import TextConfig
+from jaxprune.models.llava import LlavaConfig, VisionConfig
 from jaxprune.models.llava import Llava
 
 IMAGE_TOKEN = 5

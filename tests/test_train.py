@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxprune import train
+from jaxprune.recipes import easyvqa as train
 
 SMALL = dict(vision_hidden=32, vision_layers_used=2, text_hidden=32, text_layers=2, vision_pretrain_images=8)
 

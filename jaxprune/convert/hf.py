@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxprune.convert import weight_maps
-from jaxprune.models import registry
+from jaxprune.models import registry, weights
+from jaxprune.models.base import Family
 
 MARKER = "jaxprune.json"  # written next to an orbax checkpoint; its presence identifies the format
 FORMAT_VERSION = 1
@@ -38,13 +38,13 @@ class CheckpointError(ValueError):
 @dataclasses.dataclass
 class Loaded:
   model: nnx.Module
-  config: Any  # LlavaConfig | TextConfig
+  config: Any  # the family config (models/base.py: VLMConfig), or TextConfig for a plain LM
   hf_config: dict
-  family: registry.Family
+  family: Family
   path: Path  # where config.json and tokenizer/processor files live
 
 
-def _abstract_model(family: registry.Family, cfg: Any, dtype: jnp.dtype):
+def _abstract_model(family: Family, cfg: Any, dtype: jnp.dtype):
   return nnx.eval_shape(lambda: family.module(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
 
 
@@ -54,10 +54,10 @@ def _path_str(path: tuple) -> str:
 
 # ------------------------------------------------------------------------------------------- weights
 
-_INVERSE = {weight_maps.linear: weight_maps.linear, weight_maps.conv: lambda w: w.transpose(3, 2, 0, 1)}
+_INVERSE = {weights.linear: weights.linear, weights.conv: lambda w: w.transpose(3, 2, 0, 1)}
 
 
-def fill_state(family: registry.Family, cfg: Any, tensors: Iterable[tuple[str, Any]], dtype: jnp.dtype,
+def fill_state(family: Family, cfg: Any, tensors: Iterable[tuple[str, Any]], dtype: jnp.dtype,
                source: str, placement=None) -> nnx.Module:
   """Map HF tensors through the family's rules into an abstract model; return the concrete model.
 
@@ -68,6 +68,7 @@ def fill_state(family: registry.Family, cfg: Any, tensors: Iterable[tuple[str, A
   expected = {_path_str(p): v for p, v in nnx.to_flat_state(state)}
   rules = [(re.compile(rx), target, fn) for rx, target, fn in family.weight_map]
   values: dict[str, jax.Array] = {}
+  seen: dict[str, re.Match] = {}  # rule pattern -> a key of this checkpoint it matched (to name missing keys)
   for key, tensor in tensors:
     rule = next(((rx, target, fn) for rx, target, fn in rules if rx.fullmatch(key)), None)
     if rule is None:
@@ -75,9 +76,10 @@ def fill_state(family: registry.Family, cfg: Any, tensors: Iterable[tuple[str, A
     rx, target, fn = rule
     if target is None:
       continue
+    seen.setdefault(rx.pattern, rx.fullmatch(key))
     target = rx.fullmatch(key).expand(target)
     if target not in expected:
-      if target.startswith(weight_maps.OPTIONAL_TARGET_PREFIXES):
+      if target.startswith(family.optional_targets):
         continue  # e.g. encoder layers past the one LLaVA reads, or lm_head of a tied model
       raise CheckpointError(f"{source}: weight {key!r} maps to {target!r}, which this config does not have")
     array = np.asarray(tensor)
@@ -88,13 +90,50 @@ def fill_state(family: registry.Family, cfg: Any, tensors: Iterable[tuple[str, A
       raise CheckpointError(f"{source}: weight {key!r} has shape {tuple(array.shape)} but config.json implies "
                             f"{tuple(implied)}")
     array = np.asarray(fn(array) if fn else array).astype(expected[target].dtype)
+    _check_finite(array, tensor, f"{source}: weight {key!r}")
     values[target] = jax.device_put(array, placement(target, want)) if placement else jnp.asarray(array)
   missing = sorted(set(expected) - set(values))
   if missing:
     raise CheckpointError(f"{source}: checkpoint is missing {len(missing)} weight(s) the model needs, "
-                          f"e.g. {missing[0]!r}")
+                          f"e.g. {_hf_key_of(missing[0], rules, seen)!r} (jaxprune {missing[0]!r})")
   flat = [(p, v.replace(values[_path_str(p)])) for p, v in nnx.to_flat_state(state)]
   return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def _check_finite(array: np.ndarray, source_array: Any, what: str) -> None:
+  """NaN/inf in a weight would turn every answer empty with no error (one pass per array, at load)."""
+  if not jnp.issubdtype(array.dtype, jnp.floating) or np.isfinite(array).all():
+    return
+  bad = int((~np.isfinite(array)).sum())
+  if np.isfinite(np.asarray(source_array)).all():
+    raise CheckpointError(f"{what}: {bad} value(s) overflow to inf in {array.dtype} (load it in float32)")
+  raise CheckpointError(f"{what}: {bad} non-finite value(s) (NaN or inf) of {array.size}; the checkpoint is damaged")
+
+
+def _hf_key_of(target: str, rules: list, seen: Mapping[str, re.Match]) -> str:
+  """The checkpoint key a missing NNX path would have: a key this checkpoint has for the same rule, with the
+  missing one's layer/projection numbers put in; else the rule's regex written out (first alternatives)."""
+  for rx, template, _ in rules:
+    if template is None:
+      continue
+    parts = re.split(r"\\(\d)", template)  # literal text and group numbers, alternating
+    pattern = "".join(re.escape(p) if i % 2 == 0 else f"(?P<g{p}>[^.]+)" for i, p in enumerate(parts))
+    m = re.fullmatch(pattern, target)
+    if m is None:
+      continue
+    groups = {int(k[1:]): v for k, v in m.groupdict().items()}
+    if rx.pattern in seen:  # same naming scheme as the rest of this checkpoint
+      like = seen[rx.pattern]
+      key = like.string
+      for g in sorted(groups, reverse=True):
+        key = key[:like.start(g)] + groups[g] + key[like.end(g):]
+      return key
+    text, values = rx.pattern, iter(groups[g] for g in sorted(groups))
+    text = re.sub(r"\(\?:[^()]*\)\?", "", text)  # optional prefixes dropped
+    text = re.sub(r"\(\?:([^()|]*)(\|[^()]*)?\)", r"\1", text)  # first alternative
+    text = re.sub(r"\([^()]*\)", lambda _: next(values, "?"), text)  # captured numbers and names
+    return text.replace("\\", "")
+  return target
 
 
 def _safetensors_files(path: Path) -> list[Path]:
@@ -136,8 +175,11 @@ def read_hf_config(path: Path) -> dict:
     raise CheckpointError(f"{file}: invalid JSON ({e})") from None
 
 
-def _config(hf_config: Mapping, source: str) -> tuple[registry.Family, Any]:
-  family = registry.family_for(hf_config, source)
+def _config(hf_config: Mapping, source: str) -> tuple[Family, Any]:
+  try:
+    family = registry.family_for(hf_config, source)
+  except ValueError as e:  # unknown architecture: a bad checkpoint, reported as one line like the others
+    raise CheckpointError(str(e)) from None
   try:
     return family, family.config_from_hf(hf_config)
   except KeyError as e:
@@ -196,14 +238,40 @@ def load_orbax(path: Path, dtype: jnp.dtype | None, placement=None) -> Loaded:
     flat = [(p, v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=placement(_path_str(p), v.shape))))
             for p, v in nnx.to_flat_state(abstract)]
     abstract = nnx.from_flat_state(flat)
+  params = path.absolute() / "params"  # orbax refuses relative paths
   try:
     with ocp.StandardCheckpointer() as ckpt:
-      state = ckpt.restore(path / "params", abstract)
+      state = ckpt.restore(params, abstract)
   except Exception as e:
-    raise CheckpointError(f"{path / 'params'}: cannot restore orbax checkpoint ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    name = _unreadable_orbax_array(params, abstract)
+    what = f"array {name!r} cannot be read (a data file is missing or truncated)" if name else \
+        f"cannot restore orbax checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    raise CheckpointError(f"{params}: {what}") from None
+  for p, v in nnx.to_flat_state(state):  # checked on the devices; only a bad array comes to the host
+    if jnp.issubdtype(v.dtype, jnp.floating) and not bool(jnp.isfinite(v[...]).all()):
+      _check_finite(np.asarray(v[...]), v[...], f"{params}: array {_path_str(p)!r}")
   state = jax.tree.map(lambda x: x.astype(dtype), state)
   return Loaded(nnx.merge(graphdef, state), cfg, hf_config, family, path)
+
+
+def _unreadable_orbax_array(params: Path, abstract) -> str | None:
+  """After a failed restore: the first array that cannot be read on its own (OCDBT packs several arrays into a
+  data file, so orbax's own error names only an index range)."""
+  import warnings
+  import orbax.checkpoint as ocp
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  with warnings.catch_warnings(), ocp.PyTreeCheckpointer() as ckpt:
+    warnings.simplefilter("ignore")
+    for p, v in nnx.to_flat_state(abstract):
+      tree = leaf = {}
+      for k in p[:-1]:
+        leaf = leaf.setdefault(k, {})
+      leaf[p[-1]] = {"value": jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=device)}
+      try:
+        ckpt.restore(params, args=ocp.args.PyTreeRestore(item=tree, partial_restore=True))
+      except Exception:
+        return _path_str(p)
+  return None
 
 
 # ---------------------------------------------------------------------------------------------- entry

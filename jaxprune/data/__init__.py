@@ -45,11 +45,11 @@ __all__ = [
 
 
 def known_tasks() -> list[str]:
-  return ["easyvqa", *(f"datbench:{c}" for c in DATBENCH_CAPABILITIES)]
+  return ["easyvqa", "scenes", *(f"datbench:{c}" for c in DATBENCH_CAPABILITIES)]
 
 
 def _unknown_task(name: str) -> ValueError:
-  return ValueError(f"unknown task {name!r} (known: easyvqa, datbench:<{'|'.join(DATBENCH_CAPABILITIES)}>)")
+  return ValueError(f"unknown task {name!r} (known: easyvqa, datbench:<{'|'.join(DATBENCH_CAPABILITIES)}>, scenes)")
 
 
 def load_task(
@@ -61,9 +61,9 @@ def load_task(
     datbench_dir: str | os.PathLike[str] | None = None,
     seed: int | None = None,
 ) -> TaskData:
-  """Prepares (first time only) and opens a task: `easyvqa` or `datbench:<capability>`.
+  """Prepares (first time only) and opens a task: `easyvqa`, `scenes` or `datbench:<capability>`.
 
-  split: easy-VQA `train`/`test` (default `test`); DatBench has only `test`.
+  split: easy-VQA and scenes `train`/`test` (default `test`); DatBench has only `test`.
   limit: keep the first `limit` items (or, with `seed`, a seeded random subset in source order).
   data_dir: where prepared data lives (default $JAXPRUNE_DATA_DIR or ~/.cache/jaxprune/tfds).
   datbench_dir: local DatBench parquet copy (default $JAXPRUNE_DATBENCH_DIR, else the HF hub).
@@ -76,6 +76,11 @@ def load_task(
 
     split = split or "test"
     builder = easyvqa.builder(split, data_dir)
+  elif task == "scenes" and not sub:
+    from jaxprune.data import scenes
+
+    split = split or "test"
+    builder = scenes.builder(split, data_dir)
   elif task == "datbench" and sub:
     check_capability(sub)  # Before importing tfds.
     from jaxprune.data import datbench
@@ -87,13 +92,21 @@ def load_task(
   else:
     raise _unknown_task(name)
 
-  if not builder.is_prepared():
-    if task == "datbench":
-      builder.resolve_files()  # Fails fast, with the path, before tfds starts writing.
-    common.prepare(builder)
+  if task == "datbench":  # resolve_files fails fast, with the path, before tfds starts writing
+    local = datbench.resolve_source_dir(datbench_dir)
+    origin = str(local) if local else f"hf://datasets/{datbench.HF_REPO}"
+    files = common.Source(origin, builder.resolve_files, local=local is not None)
+  elif task == "scenes":
+    files = scenes.generator_source(builder)
+  else:
+    root = easyvqa.easyvqa_root()
+    files = common.Source(str(root / split), lambda: [root / "answers.txt", root / split / "questions.json",
+                                                      *sorted((root / split / "images").glob("*.png"))])
+  fingerprint = common.prepare(builder, files)  # rebuilt if the source files changed since it was prepared
   source = builder.as_data_source(split=split)
   indices = common.select_indices(len(source), limit, seed)
-  return TaskData(name, split, source, indices)
+  decode = scenes.decode_record if task == "scenes" else common.decode_record  # scenes adds relevance_mask
+  return TaskData(name, split, source, indices, decode=decode, fingerprint=fingerprint)
 
 
 def shape_mask(image: bytes | np.ndarray, tol: int = 8) -> np.ndarray:

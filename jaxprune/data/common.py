@@ -8,9 +8,14 @@ feature needs TF to encode (so images are kept as encoded bytes, not
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import json
 import os
+import pathlib
+import shutil
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any, Callable, Iterator, Mapping, overload
@@ -31,6 +36,8 @@ ITEM_KEYS = (
     "id", "image", "question", "answer", "all_answers", "eval_mode", "source", "choices", "prompt", "metadata",
 )
 _JSON_KEYS = ("all_answers", "choices", "metadata")
+# Written next to a prepared tfds copy: which source files it was built from (see `prepare`).
+SOURCE_STAMP = "jaxprune_source.json"
 
 Item = dict[str, Any]
 
@@ -156,13 +163,90 @@ def is_valid_image(image: bytes) -> bool:
   return True
 
 
-def prepare(builder: Any) -> None:
-  """Prepares a builder's files if missing (tfds shows a progress bar while it does)."""
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """Where a builder's rows come from.
+
+  origin: a local directory or a hub address; files(): the source files, in row order (may download);
+  local: their paths, sizes and mtimes are cheap to check on every open (hub files are not re-listed offline).
+  """
+
+  origin: str
+  files: Callable[[], Sequence[pathlib.Path]]
+  local: bool = True
+
+
+def files_fingerprint(files: Sequence[os.PathLike[str] | str]) -> str:
+  """Content identity of source files: base names, sizes, first and last MiB of each (whole files up to
+  2 MiB). Independent of where the copy lives and of mtimes, so a copied data set keeps its identity."""
+  digest = hashlib.sha256()
+  for file in map(pathlib.Path, files):
+    size = file.stat().st_size
+    digest.update(f"{file.name}:{size}\n".encode())
+    with open(file, "rb") as fh:
+      digest.update(fh.read(1 << 20))
+      if size > 2 << 20:
+        fh.seek(-(1 << 20), os.SEEK_END)
+      digest.update(fh.read())
+  return digest.hexdigest()[:16]
+
+
+def _file_states(files: Sequence[pathlib.Path]) -> list[list]:
+  """[absolute path, size, mtime_ns] per file: changes whenever a file is replaced, edited or moved."""
+  states = []
+  for file in files:
+    stat = pathlib.Path(file).stat()
+    states.append([str(pathlib.Path(file).resolve()), stat.st_size, stat.st_mtime_ns])
+  return states
+
+
+def _read_stamp(path: pathlib.Path) -> dict | None:
+  try:
+    stamp = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return None  # no stamp (a copy prepared before stamps existed) or a damaged one: treat as unknown
+  return stamp if isinstance(stamp, dict) else None
+
+
+def prepare(builder: Any, source: Source | None = None) -> str | None:
+  """Prepares a builder's files if missing (tfds shows a progress bar while it does).
+
+  With a `source`, a prepared copy is used only if it was built from the same source files (same origin and,
+  for a local source, the same paths, sizes and mtimes); otherwise it is rebuilt, with a note on stderr, so a
+  run never evaluates rows of another copy. Returns the source files' content fingerprint (None without a
+  source) for callers that record which data produced their results.
+  """
   import tensorflow_datasets as tfds
 
   # Never ask GCS for a pre-built copy: ours are local-only and it may be offline.
   config = tfds.download.DownloadConfig(try_download_gcs=False)
+  if source is None:
+    builder.download_and_prepare(download_config=config)
+    return None
+  stamp_path = pathlib.Path(builder.data_dir) / SOURCE_STAMP
+  try:
+    files = list(source.files()) if source.local else None
+  except FileNotFoundError:
+    stamp = _read_stamp(stamp_path) if builder.is_prepared() else None
+    if stamp and stamp.get("origin") == source.origin and stamp.get("fingerprint"):
+      return stamp["fingerprint"]  # the source was removed after preparing from it: the copy is still its data
+    raise
+  states = _file_states(files) if files is not None else None
+  if builder.is_prepared():
+    stamp = _read_stamp(stamp_path)
+    if stamp and stamp.get("origin") == source.origin and stamp.get("files") == states and stamp.get("fingerprint"):
+      return stamp["fingerprint"]
+    was = f"from {stamp.get('origin')}" if stamp else "from unrecorded source files"
+    print(f"note: {builder.name}/{builder.builder_config.name}: the prepared copy in {builder.data_dir} was built "
+          f"{was}{' (since changed)' if stamp and stamp.get('origin') == source.origin else ''}; rebuilding it "
+          f"from {source.origin}", file=sys.stderr)
+    files = files if files is not None else list(source.files())  # before deleting: may fail offline
+    shutil.rmtree(builder.data_dir)
+  files = files if files is not None else list(source.files())
   builder.download_and_prepare(download_config=config)
+  fingerprint = files_fingerprint(files)
+  stamp_path.write_text(json.dumps({"origin": source.origin, "files": states, "fingerprint": fingerprint}))
+  return fingerprint
 
 
 class TaskData(Sequence):
@@ -175,8 +259,10 @@ class TaskData(Sequence):
       source: Any,
       indices: Sequence[int] | None = None,
       decode: Callable[[Mapping[str, Any]], Item] = decode_record,
+      fingerprint: str | None = None,
   ):
     self.name = name
+    self.fingerprint = fingerprint  # content identity of the source files (see `prepare`), if known
     self.split = split
     self._source = source
     self._indices = range(len(source)) if indices is None else indices

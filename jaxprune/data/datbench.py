@@ -4,9 +4,11 @@ Source rows come from parquet files, either a local copy or the HF hub. The HF
 schema (dataset card): id, image {bytes, path}, question, prompt_format
 {prefix, suffix}, answer, eval_mode, judge_prompt, is_circular, source_info
 {dataset, original_idx}, eval_metrics, all_answers, metadata; one split, `test`.
-Only the common record (`common.ITEM_KEYS`) is kept: `prompt` = prefix + question +
-suffix and `metadata` = the parsed JSON; judge_prompt, is_circular and eval_metrics
-are dropped.
+Only the common record (`common.ITEM_KEYS`) is stored: `prompt` = prefix + question +
+suffix and `metadata` = the parsed JSON (it carries the ground truth some scorers read,
+e.g. RefCOCO's `bbox`). judge_prompt, is_circular and eval_metrics are read from the
+source files when needed (`row_extras`), and `check_items` refuses an item that lacks a
+field its scorer needs, as the official harness does (`jaxprune/metrics.py`).
 
 Local copy layout (either works, per capability):
   <dir>/<capability>/*.parquet      (HF's usual parquet layout, e.g. chart/test-00000-of-00008.parquet)
@@ -68,14 +70,21 @@ def hub_parquet_files(capability: str, repo_id: str = HF_REPO) -> list[pathlib.P
     raise ImportError(
         f"DatBench without a local copy needs `huggingface_hub`; or set ${DATBENCH_DIR_ENV}"
     ) from None
-  names = huggingface_hub.list_repo_files(repo_id, repo_type="dataset")
-  wanted = sorted(n for n in names if _is_capability_file(n, capability))
+  hub_log = logging.getLogger("huggingface_hub")
+  level = hub_log.level
+  hub_log.setLevel(logging.ERROR)  # its per-retry warnings would bury the one line below
+  try:
+    names = huggingface_hub.list_repo_files(repo_id, repo_type="dataset")
+    wanted = sorted(n for n in names if _is_capability_file(n, capability))
+    files = [pathlib.Path(huggingface_hub.hf_hub_download(repo_id, n, repo_type="dataset")) for n in wanted]
+  except Exception as e:  # offline, DNS, HTTP: one line instead of the client's traceback
+    raise FileNotFoundError(f"DatBench {capability!r}: no local copy (--datbench-dir or ${DATBENCH_DIR_ENV}) and "
+                            f"hf://datasets/{repo_id} is unreachable ({type(e).__name__})") from None
+  finally:
+    hub_log.setLevel(level)
   if not wanted:
     raise FileNotFoundError(f"no parquet files for {capability!r} in hf://datasets/{repo_id}")
-  return [
-      pathlib.Path(huggingface_hub.hf_hub_download(repo_id, n, repo_type="dataset"))
-      for n in wanted
-  ]
+  return files
 
 
 def _is_capability_file(name: str, capability: str) -> bool:
@@ -91,7 +100,11 @@ def iter_parquet_rows(files: Sequence[pathlib.Path]) -> Iterator[tuple[pathlib.P
   import pyarrow.parquet as pq
 
   for path in files:
-    pf = pq.ParquetFile(path)
+    try:
+      pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow's message does not name the file
+      raise ValueError(f"DatBench file {path}: not a readable parquet file ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''})") from None
     names = set(pf.schema_arrow.names)
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
@@ -183,8 +196,8 @@ class DatBench(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   Rows whose image bytes PIL cannot parse are kept as they are (with a warning):
   the eval reports such an item as failed rather than silently shrinking the
-  benchmark. Rows without an image keep `image=b""`. Prepared data is cached: to re-read a
-  changed source, delete `<data_dir>/datbench/<capability>`.
+  benchmark. Rows without an image keep `image=b""`. Prepared data is cached and rebuilt
+  when its source files change (`common.prepare` records their paths, sizes and mtimes).
   """
 
   name = "datbench"
@@ -232,6 +245,45 @@ class DatBench(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       shown = ", ".join(unreadable[:10]) + (", ..." if len(unreadable) > 10 else "")
       log.warning("datbench:%s: %d row(s) have unreadable images (the eval reports them as failed): %s",
                   capability, len(unreadable), shown)
+
+
+EXTRA_COLUMNS = ("judge_prompt", "is_circular", "eval_metrics")
+
+
+def row_extras(files: Sequence[pathlib.Path]) -> dict[str, dict[str, Any]]:
+  """id -> {judge_prompt, is_circular, eval_metrics} from the source files (only those columns are read).
+
+  Rows without an id get `<capability>-<index>` ids in `row_to_item`, which this cannot know: they are skipped.
+  """
+  import pyarrow.parquet as pq
+
+  extras: dict[str, dict[str, Any]] = {}
+  for path in files:
+    names = set(pq.ParquetFile(path).schema_arrow.names)
+    if "id" not in names:
+      continue
+    columns = ["id", *(c for c in EXTRA_COLUMNS if c in names)]
+    for row in pq.read_table(path, columns=columns).to_pylist():
+      if row.get("id"):
+        extras[str(row["id"])] = {c: row.get(c) for c in EXTRA_COLUMNS}
+  return extras
+
+
+def source_files(capability: str, source_dir: str | os.PathLike[str] | None = None) -> list[pathlib.Path]:
+  """The parquet files of one capability: the local copy if there is one, else the hub's (cached)."""
+  root = resolve_source_dir(source_dir)
+  return local_parquet_files(root, capability) if root is not None else hub_parquet_files(capability)
+
+
+def check_items(items: Sequence[Mapping[str, Any]], task: str) -> None:
+  """Raises ValueError (one line: task, item id, field) for the first item its scorer cannot score."""
+  from jaxprune import metrics  # Lazy: keeps `jaxprune.data` importable without the scorers' dependencies.
+
+  for item in items:
+    try:
+      metrics.check_item(item)
+    except metrics.ItemError as e:
+      raise ValueError(f"{task}: {e}") from None
 
 
 def builder(

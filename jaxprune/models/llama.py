@@ -1,72 +1,29 @@
-"""Llama-family decoder in Flax NNX: RMSNorm, RoPE, grouped-query attention, SwiGLU, KV cache.
+"""Llama-family decoder in Flax NNX: RMSNorm, RoPE (1-D, or Qwen2-VL's 3-D M-RoPE), GQA, SwiGLU, KV cache.
 
-The decoder runs its layers in *groups* separated by prune points. A prune point at layer K is a function
-`(tokens, trace) -> tokens` applied to what enters layer K; it may shorten the sequence (static shapes), and
-layers K.. then run, and cache, only what it kept. The decoder itself knows nothing about pruning methods.
+Llama 2/3, Vicuna, SmolLM2 and (with `attention_bias` and `mrope_section`) the Qwen2 decoder of Qwen2.5-VL.
+The prune-group prefill and cached decode loop live in `jaxprune.core.decoding`; this module only says what one
+layer computes.
 
-Shapes: B batch, L sequence, D hidden, H query heads, G kv heads, Dh head dim, S cache slots, V vocab.
+Shapes: B batch, L sequence, R rope axes, D hidden, H query heads, G kv heads, Dh head dim, S cache slots, V vocab.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Mapping
+from typing import Mapping
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxprune.core import decoding
+from jaxprune.core.tokens import KVCache, LayerTrace, PrunePoint, Tokens, make_tokens
 from jaxprune.models.attention import attend
 from jaxprune.models.config import TextConfig
 
-
-@flax.struct.dataclass
-class Tokens:
-  """The sequence flowing between decoder layers. Pruning gathers every field along L."""
-
-  hidden: jax.Array  # [B, L, D]
-  positions: jax.Array  # [B, L] int32 RoPE position ids (gaps allowed after pruning)
-  valid: jax.Array  # [B, L] bool, False at padding
-  image: jax.Array  # [B, L] bool, True at visual tokens
-  query: jax.Array  # [B, L] bool, True at the question tokens (the text that text-aware scorers use)
-  patch: jax.Array  # [B, L] int32, which visual token of the image (grid cell) this is; -1 for text
-
-  @property
-  def length(self) -> int:
-    return self.hidden.shape[1]
-
-
-@flax.struct.dataclass
-class LayerTrace:
-  """What the layer just before a prune point computed, for scorers that read attention (FastV)."""
-
-  queries: jax.Array  # [B, L, H, Dh] post-RoPE (XLA keeps only the rows a scorer reads)
-  keys: jax.Array  # [B, L, G, Dh] post-RoPE
-
-
-PrunePoint = Callable[[Tokens, LayerTrace | None], Tokens]
-
-
-@flax.struct.dataclass
-class KVCache:
-  """Per-layer K/V; layers of one group (between prune points) share a length and a slot mask."""
-
-  keys: tuple[jax.Array, ...]  # per layer [B, S_g, G, Dh]
-  values: tuple[jax.Array, ...]  # per layer [B, S_g, G, Dh]
-  slot_valid: tuple[jax.Array, ...]  # per group [B, S_g] bool
-  # per group [B] int32, RoPE position of the next token. Groups differ when a stage renumbers positions:
-  # layers before it saw the original ids, layers after it the renumbered ones.
-  next_position: tuple[jax.Array, ...]
-  step: jax.Array  # [] int32, decode steps taken so far
-  group_of_layer: tuple[int, ...] = flax.struct.field(pytree_node=False)
-  prefill_lengths: tuple[int, ...] = flax.struct.field(pytree_node=False)  # per group
-
-  @property
-  def nbytes(self) -> int:
-    return sum(a.size * a.dtype.itemsize for a in self.keys + self.values)
+__all__ = ["KVCache", "LayerTrace", "LlamaModel", "PrunePoint", "Tokens", "make_tokens"]
 
 
 # ---------------------------------------------------------------------------------------------- RoPE
@@ -98,9 +55,22 @@ def rope_inverse_frequencies(cfg: TextConfig) -> np.ndarray:
   return inv_freq.astype(np.float32)
 
 
-def rope_tables(positions: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
-  """cos, sin [B, L, Dh] in float32, halves duplicated (HF's rotate-half layout)."""
-  angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, L, Dh/2]
+def rope_tables(positions: jax.Array, inv_freq: np.ndarray,
+                mrope_section: tuple[int, ...] | None = None) -> tuple[jax.Array, jax.Array]:
+  """positions [B, L, R] (or [B, L]) -> cos, sin [B, L, Dh] in float32, halves duplicated (HF's rotate-half
+  layout). M-RoPE (R = 3): frequency j reads the (t, row, col) axis whose `mrope_section` chunk holds j."""
+  if positions.ndim == 2:
+    positions = positions[..., None]
+  if mrope_section is None and positions.shape[-1] != 1:
+    raise ValueError(f"{positions.shape[-1]} rope axes given to a 1-D RoPE decoder")
+  if mrope_section is not None:
+    positions = jnp.broadcast_to(positions, positions.shape[:2] + (len(mrope_section),))  # text: same id on all
+  angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, L, R, Dh/2]
+  if mrope_section is None:
+    angles = angles[:, :, 0]
+  else:
+    axis_of_freq = np.repeat(np.arange(len(mrope_section)), mrope_section)  # [Dh/2]
+    angles = angles[:, :, axis_of_freq, np.arange(len(axis_of_freq))]  # [B, L, Dh/2]
   angles = jnp.concatenate([angles, angles], axis=-1)
   return jnp.cos(angles), jnp.sin(angles)
 
@@ -226,65 +196,18 @@ class LlamaModel(nnx.Module):
     """Tokens for a left-padded text-only batch: ids/valid [B, L]."""
     return make_tokens(self.embed(ids), valid, jnp.zeros_like(valid), query)
 
-  def prefill(self, tokens: Tokens, *, extra_slots: int, prune_points: Mapping[int, PrunePoint] | None = None):
-    """Run all layers over `tokens`, applying prune points between them.
+  def input_norm_params(self, layer: int) -> tuple[jax.Array, float]:
+    """(weight [D], eps) of the RMSNorm layer `layer` applies to its input (what `latesim` compares under)."""
+    return self.layers[layer].input_norm.weight[...], self.config.rms_norm_eps
 
-    Returns (final-normed hidden [B, L', D], KVCache with `extra_slots` free slots per layer, final Tokens).
-    """
-    prune_points = dict(prune_points or {})
-    bad = [k for k in prune_points if not 0 <= k < self.config.num_layers]
-    if bad:
-      raise ValueError(f"prune point at layer {bad[0]} is outside [0, {self.config.num_layers})")
-    keys, values, slot_valid, group_of_layer, lengths, next_position = [], [], [], [], [], []
-    trace = None
-    for i, layer in enumerate(self.layers):
-      if i in prune_points:
-        tokens = prune_points[i](tokens, trace)
-      if i == 0 or i in prune_points:  # a new group starts: new length, positions and masks
-        n = tokens.length
-        cos, sin = rope_tables(tokens.positions, rope_inverse_frequencies(self.config))
-        causal = jnp.tril(jnp.ones((n, n), bool))
-        mask = causal[None, None] & tokens.valid[:, None, None, :]  # [B, 1, L, L]
-        slot_valid.append(jnp.pad(tokens.valid, ((0, 0), (0, extra_slots))))
-        lengths.append(n)
-        last = jnp.max(jnp.where(tokens.valid, tokens.positions, -1), axis=1)  # [B]
-        next_position.append((last + 1).astype(jnp.int32))
-      h, (k, v), q = layer(tokens.hidden, cos, sin, mask, causal_prefix=True)
-      tokens = tokens.replace(hidden=h)
-      trace = LayerTrace(queries=q, keys=k)
-      pad = ((0, 0), (0, extra_slots), (0, 0), (0, 0))
-      keys.append(jnp.pad(k, pad))
-      values.append(jnp.pad(v, pad))
-      group_of_layer.append(len(lengths) - 1)
-    cache = KVCache(tuple(keys), tuple(values), tuple(slot_valid), tuple(next_position),
-                    jnp.zeros((), jnp.int32), tuple(group_of_layer), tuple(lengths))
-    return self.norm(tokens.hidden), cache, tokens
+  def rope(self, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """positions [B, L, R] -> cos, sin [B, L, Dh]."""
+    return rope_tables(positions, rope_inverse_frequencies(self.config), self.config.mrope_section)
+
+  def prefill(self, tokens: Tokens, *, extra_slots: int, prune_points: Mapping[int, PrunePoint] | None = None):
+    """Run all layers (see `jaxprune.core.decoding.prefill`) -> (final-normed hidden, KVCache, final Tokens)."""
+    return decoding.prefill(self, tokens, extra_slots=extra_slots, prune_points=prune_points)
 
   def decode(self, ids: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
-    """One cached step: ids [B] -> (logits [B, V], cache with the step appended to every layer)."""
-    x = self.embed(ids[:, None])  # [B, 1, D]
-    inv_freq = rope_inverse_frequencies(self.config)
-    rope = [rope_tables(p[:, None], inv_freq) for p in cache.next_position]  # per group (cos, sin)
-    slots = tuple(cache.prefill_lengths[g] + cache.step for g in range(len(cache.prefill_lengths)))
-    slot_valid = tuple(jax.lax.dynamic_update_slice_in_dim(m, jnp.ones((m.shape[0], 1), bool), s, axis=1)
-                       for m, s in zip(cache.slot_valid, slots))
-    keys, values = [], []
-    for i, layer in enumerate(self.layers):
-      g = cache.group_of_layer[i]
-      mask = slot_valid[g][:, None, None, :]  # [B, 1, 1, S_g]
-      x, (k, v), _ = layer(x, *rope[g], mask, (cache.keys[i], cache.values[i]), slots[g])
-      keys.append(k)
-      values.append(v)
-    cache = cache.replace(keys=tuple(keys), values=tuple(values), slot_valid=slot_valid,
-                          next_position=tuple(p + 1 for p in cache.next_position), step=cache.step + 1)
-    return self.logits(self.norm(x[:, 0])), cache
-
-
-def make_tokens(hidden: jax.Array, valid: jax.Array, image: jax.Array, query: jax.Array | None) -> Tokens:
-  """Tokens for a left-padded batch: positions count real tokens from 0, as HF's generate does."""
-  positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
-  if query is None:  # default query: every real text token
-    query = valid & ~image
-  patch = jnp.where(image, jnp.cumsum(image, axis=1) - 1, -1).astype(jnp.int32)
-  return Tokens(hidden=hidden, positions=positions, valid=valid, image=image, query=query & valid & ~image,
-                patch=patch)
+    """One cached step: ids [B] -> (logits [B, V], cache with the step appended)."""
+    return decoding.decode_step(self, ids, cache)

@@ -3,7 +3,9 @@
 A plan is an ordered tuple of stages `Stage(method, layer, keep, options)`:
 - `layer = K`: the score is computed from what enters decoder layer K, and layers K.. run on the reduced
   sequence (K = 0 prunes before the LLM). Layers strictly increase, keeps never increase.
-- `keep`: visual tokens kept per image (an int, or a ratio in (0, 1) of the tokens the image has).
+- `keep`: visual tokens kept per prompt — all of its images together, so per image for the usual one-image
+  prompt — as an int, or as a ratio in (0, 1) of the prompt's visual tokens (for families whose images have a
+  fixed token count; others take counts). Padded visual slots never count and are never kept.
 - Positions: at K >= 1 kept tokens keep their RoPE ids (gaps, as FastV); at K = 0 the LLM sequence is built
   from the kept tokens, so ids are contiguous (as VisionZip). Option `reindex` flips either default.
 - `keep >= tokens present` is the identity: the stage is skipped and logits are bit-identical.
@@ -18,35 +20,11 @@ import dataclasses
 import re
 from typing import Any
 
-from jaxprune.models.config import LlavaConfig, TextConfig
+from jaxprune.prune.methods import COMMON_OPTIONS, FREE_VALUES, METHODS, MethodError
 
 
 class PlanError(ValueError):
   """An invalid plan; the message is one line naming the stage and the problem."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Method:
-  layers: str  # "any", "zero" (K = 0 only) or "late" (K >= 1: needs the previous layer's attention)
-  merge: bool = False  # outputs new tokens instead of a subset
-  needs_grid: bool = False  # reads the 2-D patch grid
-  options: tuple[tuple[str, tuple], ...] = ()  # (name, allowed values; first is the default)
-
-
-_TEXT_SIM = (("norm", ("rms", "raw")), ("aggregate", ("mean", "max")), ("query", ("question", "text")))
-METHODS: dict[str, Method] = {
-    "latesim": Method("any", options=_TEXT_SIM),
-    "embedsim": Method("zero", options=_TEXT_SIM),
-    "fastv": Method("late", options=(("query", ("last", "question")),)),
-    "clsattn": Method("any"),
-    "visionzip": Method("zero", merge=True, options=(("contextual", (None,)),)),
-    "divprune": Method("zero"),
-    "random": Method("any", options=(("seed", (0,)),)),
-    "uniform": Method("any", needs_grid=True),
-    "pool": Method("zero", merge=True, needs_grid=True),
-}
-COMMON_OPTIONS = (("reindex", (None, True, False)),)
-_FREE_VALUES = {"contextual", "seed"}  # integer options: the tuple holds only the default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +72,7 @@ class PrunePlan:
       return cls()
     stages = []
     for part in text.split("+"):
-      m = re.fullmatch(r"\s*([a-z_]+)@(-?\d+):([0-9.]+)(?:\[(.*)\])?\s*", part)
+      m = re.fullmatch(r"\s*([a-z_-]+)@(-?\d+):([0-9.]+)(?:\[(.*)\])?\s*", part)
       if not m:
         raise PlanError(f"cannot parse stage {part!r}: expected method@layer:keep[opt=value,...]")
       method, layer, keep, opts = m.groups()
@@ -107,14 +85,14 @@ class PrunePlan:
       stages.append(Stage(method, int(layer), _parse_keep(keep, part), tuple(sorted(options))))
     return cls(tuple(stages))
 
-  def validate(self, cfg: LlavaConfig | TextConfig) -> "PrunePlan":
-    """Check every stage against the model; return the plan with ratios resolved to token counts."""
+  def validate(self, cfg: Any, task_signals: frozenset[str] = frozenset()) -> "PrunePlan":
+    """Check every stage against the model's description (`models/base.py: VLMConfig`) and the signals the task
+    adds (e.g. "relevance"); return the plan with ratios resolved to token counts."""
     if not self.stages:
       return self
-    if not isinstance(cfg, LlavaConfig):
+    if not hasattr(cfg, "vision_signals"):
       raise PlanError(f"plan {self}: this model has no vision tower, so there are no visual tokens to prune")
-    num_layers, available = cfg.text.num_layers, cfg.num_image_tokens
-    grid_ok = cfg.vision_feature_select_strategy == "default"
+    num_layers, available = cfg.num_layers, cfg.visual_tokens_per_image
     resolved, previous = [], None
     for stage in self.stages:
       where = f"stage {stage}"
@@ -127,7 +105,10 @@ class PrunePlan:
       if isinstance(keep, float):
         if not 0 < keep < 1:
           raise PlanError(f"{where}: a ratio keep must lie in (0, 1), got {keep}")
-        keep = max(1, round(keep * cfg.num_image_tokens))
+        if available is None:
+          raise PlanError(f"{where}: this model's visual-token count depends on the image, so give keep as a "
+                          f"token count, not a ratio")
+        keep = max(1, round(keep * available))
       if keep < 1:
         raise PlanError(f"{where}: keep must be >= 1 visual token, got {keep}")
       if previous is not None:
@@ -140,28 +121,31 @@ class PrunePlan:
         raise PlanError(f"{where}: {stage.method} works on the LLM input, so it exists only at layer 0")
       if method.layers == "late" and stage.layer == 0:
         raise PlanError(f"{where}: {stage.method} reads layer K-1's attention, which does not exist at layer 0")
-      if method.needs_grid and not grid_ok:
-        raise PlanError(f"{where}: {stage.method} needs the patch grid, but the model keeps [CLS] among its tokens")
-      if stage.method == "pool" and keep < available:
-        from jaxprune.prune.scorers import pool_grid
-        side = cfg.vision.image_size // cfg.vision.patch_size
-        kh, kw = pool_grid(side, side, keep)
-        if kh * kw != keep:
-          raise PlanError(f"{where}: pool cannot tile the {side}x{side} grid into {keep} tokens "
-                          f"(nearest: {kh * kw})")
+      missing = sorted(method.needs - cfg.vision_signals - task_signals)
+      if missing:
+        why = {"relevance": "only tasks with ground-truth relevance masks (scenes, easyvqa) give it","grid": "its visual tokens do not all sit on an image grid (e.g. [CLS] kept as a token)",
+               "importance": "its vision tower gives no attention-based importance at the selected layer",
+               "keys": "its vision tower gives no attention keys at the selected layer"}
+        raise PlanError(f"{where}: {stage.method} needs the signal {missing[0]!r}, which is missing here: "
+                        f"{why.get(missing[0], 'not offered by this family')}")
+      if method.fixed_grid and (available is None or cfg.grid is None):
+        raise PlanError(f"{where}: {stage.method} needs one fixed token grid per image; this model's visual "
+                        f"tokens vary with the image")
       allowed = dict(method.options + COMMON_OPTIONS)
       for name, value in stage.options:
         if name not in allowed:
           raise PlanError(f"{where}: unknown option {name!r} for {stage.method} (options: {', '.join(allowed)})")
-        if name in _FREE_VALUES:
+        if name in FREE_VALUES:
           if not isinstance(value, int) or isinstance(value, bool):
             raise PlanError(f"{where}: option {name} must be an integer, got {value!r}")
         elif value not in allowed[name]:
           raise PlanError(f"{where}: option {name}={value!r} must be one of {allowed[name]}")
-      if stage.method == "visionzip" and stage.option("contextual") is not None:
-        if not 1 <= stage.option("contextual") < min(keep, available):
-          raise PlanError(f"{where}: contextual must lie in [1, keep)")
-      resolved.append(dataclasses.replace(stage, keep=keep))
+      checked = dataclasses.replace(stage, keep=keep)
+      try:
+        method.check(checked, cfg)
+      except MethodError as e:
+        raise PlanError(str(e)) from None
+      resolved.append(checked)
       previous = resolved[-1]
     return PrunePlan(tuple(resolved))
 

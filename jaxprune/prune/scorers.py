@@ -8,6 +8,7 @@ Python ints (mark them static under `jax.jit`).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -121,7 +122,7 @@ def clsattn(cls_attn: jax.Array) -> jax.Array:
   return jnp.sum(cls_attn.astype(_F32), axis=1)
 
 
-def divprune(feats: jax.Array, keep: int) -> jax.Array:
+def divprune(feats: jax.Array, keep: int, valid: jax.Array | None = None) -> jax.Array:
   """DivPrune greedy max-min diversity selection -> [B, keep] int32, in SELECTION order.
 
   Distance is 1 - cosine similarity. As in the paper (Alvar et al., CVPR 2025)
@@ -129,12 +130,15 @@ def divprune(feats: jax.Array, keep: int) -> jax.Array:
   farthest (argmax_i min_{j != i} d_ij); each next token maximises its minimum
   distance to the already-selected set. Ties -> lower index. Use
   `jnp.sort(...)` or `divprune_scores` + `top_k_indices` for original order.
+  `valid` [B, N] (default all): padded slots are neither picked nor counted as neighbours.
   """
   x = _l2_normalize(feats)  # [B, N, D]
   b, n, _ = x.shape
+  valid = jnp.ones((b, n), bool) if valid is None else valid
   dist = 1.0 - jnp.einsum("bnd,bmd->bnm", x, x)  # [B, N, N]
   eye = jnp.eye(n, dtype=bool)
-  first = jnp.argmax(jnp.min(jnp.where(eye, jnp.inf, dist), axis=-1), axis=-1)  # [B]
+  nearest = jnp.min(jnp.where(eye | ~valid[:, None, :], jnp.inf, dist), axis=-1)  # [B, N]
+  first = jnp.argmax(jnp.where(valid, nearest, -jnp.inf), axis=-1)  # [B]
   rows = jnp.arange(b)
 
   def body(i, carry):
@@ -144,18 +148,18 @@ def divprune(feats: jax.Array, keep: int) -> jax.Array:
     return sel.at[:, i].set(nxt), taken.at[rows, nxt].set(True), mind
 
   sel = jnp.zeros((b, keep), jnp.int32).at[:, 0].set(first)
-  taken = jnp.zeros((b, n), bool).at[rows, first].set(True)
+  taken = (~valid).at[rows, first].set(True)
   mind = jnp.full((b, n), jnp.inf, _F32)
   sel, _, _ = jax.lax.fori_loop(1, keep, body, (sel, taken, mind))
   return sel
 
 
-def divprune_scores(feats: jax.Array, keep: int) -> jax.Array:
+def divprune_scores(feats: jax.Array, keep: int, valid: jax.Array | None = None) -> jax.Array:
   """DivPrune as scores [B, N]: keep - rank for selected tokens, -inf otherwise.
 
   `top_k_indices(scores, keep)` then returns exactly the DivPrune selection.
   """
-  sel = divprune(feats, keep)  # [B, keep]
+  sel = divprune(feats, keep, valid)  # [B, keep]
   b, n = feats.shape[:2]
   ranks = jnp.broadcast_to(jnp.arange(keep, 0, -1, dtype=_F32), (b, keep))
   return jnp.full((b, n), -jnp.inf, _F32).at[jnp.arange(b)[:, None], sel].set(ranks)
@@ -210,6 +214,51 @@ def visionzip(
   else:
     ctx = (x[:, tgt_pos] + summed) / (count + 1.0)
   return jnp.concatenate([take(tokens, dom).astype(_F32), ctx], axis=1), dom
+
+
+def visionzip_padded(
+    tokens: jax.Array,
+    attn: jax.Array,
+    keys: jax.Array,
+    valid: jax.Array,
+    *,
+    n_dominant: int,
+    n_contextual: int,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`visionzip` (merge="visionzip") over visual slots padded to a static N, for dynamic-resolution families.
+
+  tokens [B, N, D], attn [B, N], keys [B, N, Dk], valid [B, N] (False at padded slots, anywhere in the row).
+  Padded slots are never dominant, never a target and never merged into one, and the targets are every
+  `max(1, R_b // n_contextual)`-th of sample b's own R_b real non-dominant tokens, so a sample's result does not
+  depend on how much padding its batch adds. Each output stays at a token of the input: a dominant token where it
+  was, a contextual token where its target was (so M-RoPE positions stay meaningful).
+  Returns (merged [B, k, D] float32, index [B, k] int32 ascending into N, contextual [B, k] bool), k = nd + nc.
+  """
+  b, n, _ = tokens.shape
+  r = n - n_dominant
+  if not (0 < n_contextual <= r):
+    raise ValueError(f"n_contextual={n_contextual} must be in [1, N - n_dominant = {r}]")
+  rows = jnp.arange(b)[:, None]
+  dom = top_k_indices(jnp.where(valid, attn, -jnp.inf), n_dominant)  # [B, nd] ascending
+  is_dom = jnp.zeros((b, n), bool).at[rows, dom].set(True)
+  rest = jnp.argsort(is_dom | ~valid, axis=-1, stable=True)[:, :r].astype(jnp.int32)  # [B, R] real others first
+  n_rest = jnp.sum(valid & ~is_dom, axis=-1)  # [B] real non-dominant tokens
+  tgt_pos = jnp.arange(n_contextual)[None, :] * jnp.maximum(1, n_rest // n_contextual)[:, None]  # [B, C] in rest
+  is_tgt = jnp.zeros((b, r), bool).at[rows, tgt_pos].set(True)
+  is_src = (jnp.arange(r)[None, :] < n_rest[:, None]) & ~is_tgt  # [B, R] real, not a target
+  take = lambda x, idx: jnp.take_along_axis(x, idx[..., None], axis=1)
+  kn = _l2_normalize(take(keys, rest))  # [B, R, Dk]
+  x = take(tokens, rest).astype(_F32)  # [B, R, D]
+  sim = jnp.einsum("bsd,btd->bst", kn, take(kn, tgt_pos))  # [B, R, C]
+  assign = jax.nn.one_hot(jnp.argmax(sim, axis=-1), n_contextual, dtype=_F32) * is_src[..., None]  # [B, R, C]
+  summed = jnp.einsum("bsc,bsd->bcd", assign, x)  # [B, C, D]
+  count = jnp.sum(assign, axis=1)[..., None]  # [B, C, 1]
+  context = take(x, tgt_pos) + summed / jnp.maximum(count, 1.0)
+  index = jnp.concatenate([dom, jnp.take_along_axis(rest, tgt_pos, axis=1)], axis=1)  # [B, k]
+  merged = jnp.concatenate([take(tokens, dom).astype(_F32), context], axis=1)
+  contextual = jnp.broadcast_to(jnp.arange(index.shape[1]) >= n_dominant, index.shape)
+  order = jnp.argsort(index, axis=-1)  # indices are distinct: back to sequence order
+  return take(merged, order), jnp.take_along_axis(index, order, axis=1), jnp.take_along_axis(contextual, order, axis=1)
 
 
 # ---------------------------------------------------------------------------
@@ -283,3 +332,41 @@ def pool(tokens: jax.Array, grid_h: int, grid_w: int, keep: int) -> jax.Array:
   x = tokens.astype(_F32).reshape(b, grid_h, grid_w, d)
   out = jnp.einsum("ih,jw,bhwd->bijd", ph, pw, x)  # [B, kh, kw, D]
   return out.reshape(b, kh * kw, d)
+
+
+def uniform_layout_scores(layout, keep: int) -> jax.Array:
+  """`uniform_scores` on every image of a VisualLayout, whatever its grid -> [B, N] (1 = a chosen cell).
+
+  A sample's `keep` is split evenly over its images (ceil). Per image, the same rule as `uniform_scores`: the
+  kh x kw lattice of cell centres when keep = kh * kw fits the grid with aspect within 2x (the smallest kh of
+  least aspect error, errors compared to 1e-5; `uniform_scores`' float64 search may break exact ties the other
+  way, which is why fixed-grid families keep using it), else `keep` cells evenly strided in raster order. Computed on device from the layout's
+  (row, col, grid_h, grid_w), so images of any size share one compiled program.
+  """
+  row, col, gh, gw = layout.row, layout.col, layout.grid_h, layout.grid_w  # [B, N]
+  n_images = jnp.max(jnp.where(layout.valid, layout.image, -1), axis=1, keepdims=True) + 1  # [B, 1]
+  k = jnp.minimum(-(-keep // jnp.maximum(n_images, 1)), gh * gw)  # [B, N] cells per image
+  cand = jnp.arange(1, keep + 1)  # [K] candidate lattice heights
+  kh_c = cand[None, None, :]
+  kw_c = k[..., None] // kh_c  # [B, N, K]
+  exact = (kh_c * kw_c == k[..., None]) & (kw_c <= gw[..., None]) & (kh_c <= gh[..., None]) & (kw_c > 0)
+  ratio = lambda a, b: jnp.log(jnp.maximum(a, 1).astype(_F32) / jnp.maximum(b, 1).astype(_F32))
+  # aspect error, rounded so that mathematically equal errors tie exactly whatever the float rounding
+  err = jnp.round(jnp.abs(ratio(kh_c, kw_c) - ratio(gh, gw)[..., None]) * 1e5)
+  ok = exact & (err <= round(math.log(2) * 1e5))
+  best = jnp.argmin(jnp.where(ok, err, jnp.inf), axis=-1)  # [B, N] first least error
+  has_lattice = jnp.any(ok, axis=-1)
+  kh = best + 1  # cand[best]
+  kw = jnp.maximum(k // kh, 1)
+
+  def centred(index, n, m):
+    """Whether `index` in [0, n) is one of the m strided centres floor((2i + 1) n / 2m)."""
+    i0 = index * m // jnp.maximum(n, 1)
+    hits = [((2 * i + 1) * n) // (2 * m) == index for i in (i0 - 1, i0, i0 + 1)]
+    in_range = [(i >= 0) & (i < m) for i in (i0 - 1, i0, i0 + 1)]
+    return functools.reduce(jnp.logical_or, [h & r for h, r in zip(hits, in_range)])
+
+  lattice = centred(row, gh, kh) & centred(col, gw, kw)
+  strided = centred(row * gw + col, gh * gw, jnp.maximum(k, 1))
+  chosen = jnp.where(has_lattice, lattice, strided) & layout.valid
+  return chosen.astype(_F32)

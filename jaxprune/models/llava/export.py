@@ -3,7 +3,7 @@
 The weights use the legacy llava-hf key names (`language_model.model.*`, `vision_tower.vision_model.*`,
 `multi_modal_projector.*`), so the directory loads both with `jaxprune.convert.hf.load_model` and with
 `transformers.LlavaForConditionalGeneration.from_pretrained`. Every exported key is checked against the forward
-map `weight_maps.LLAVA`: it must map back to the very NNX path it came from.
+map `weights.LLAVA`: it must map back to the very NNX path it came from.
 
 `Llava` only builds the vision layers LLaVA reads (`cfg.vision_layers_used`; layer -2 skips the last encoder
 layer). transformers builds all `num_hidden_layers`, so the layers past the used ones and the post-LN are written
@@ -22,9 +22,9 @@ from typing import Any, Callable
 import numpy as np
 from flax import nnx
 
-from jaxprune.convert import weight_maps
-from jaxprune.models.config import LlavaConfig
-from jaxprune.models.llava import Llava
+from jaxprune.models.llava import weights
+from jaxprune.models.llava.config import LlavaConfig
+from jaxprune.models.llava.modeling import Llava
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -42,7 +42,7 @@ def _conv_to_torch(w: np.ndarray) -> np.ndarray:
   return w.transpose(3, 2, 0, 1)
 
 
-# (NNX path regex, HF key template, transform): the inverse of `weight_maps.LLAVA`, first match wins.
+# (NNX path regex, HF key template, transform): the inverse of `weights.LLAVA`, first match wins.
 _EXPORT_RULES: tuple[tuple[str, str, Callable[[np.ndarray], np.ndarray] | None], ...] = (
     (r"vision_tower\.embeddings\.patch_embedding\.kernel", _V + "embeddings.patch_embedding.weight", _conv_to_torch),
     (r"vision_tower\.embeddings\.class_embedding", _V + "embeddings.class_embedding", None),
@@ -85,14 +85,14 @@ def hf_key(path: str) -> tuple[str, Callable[[np.ndarray], np.ndarray] | None]:
 
 def _check_inverse(key: str, path: str) -> None:
   """The forward map must send the exported key back to the same NNX path (the maps stay exact inverses)."""
-  for rx, target, _ in weight_maps.LLAVA:
+  for rx, target, _ in weights.LLAVA:
     m = re.fullmatch(rx, key)
     if m:
       back = None if target is None else m.expand(target)
       if back != path:
         raise AssertionError(f"export key {key!r} loads into {back!r}, not {path!r}: weight maps disagree")
       return
-  raise AssertionError(f"export key {key!r} has no rule in weight_maps.LLAVA")
+  raise AssertionError(f"export key {key!r} has no rule in weights.LLAVA")
 
 
 def _placeholder_vision_weights(cfg: LlavaConfig, dtype: np.dtype) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxprune.models.attention import attend
-from jaxprune.models.config import VisionConfig
+from jaxprune.models.llava.config import VisionConfig
 
 ACTIVATIONS = {
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
@@ -105,14 +105,22 @@ class VisionTower(nnx.Module):
                                       param_dtype=dtype, rngs=rngs)
     self.layers = nnx.List([VisionLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(num_layers_used)])
 
-  def __call__(self, pixels: jax.Array) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
-    """pixels [B, C, H, W] -> (hidden [B, N, D] after the last built layer, that layer's [CLS]->patch
-    attention [B, H, Np] and head-averaged keys [B, N, Dh]).
+  def __call__(self, pixels: jax.Array, feature_layers: tuple[int, ...] | None = None):
+    """pixels [B, C, H, W] -> (hidden states [B, N, D] of each of `feature_layers` (HF hidden_states indexes;
+    default: the last built layer), concatenated on D; the deepest of them's [CLS]->patch attention [B, H, Np]
+    and head-averaged keys [B, N, Dh]).
 
-    The last two are None when no encoder layer runs (feature layer 0 = the embeddings).
+    The last two are None when that layer is the embeddings (hidden_states[0]: no encoder layer ran).
     """
+    feature_layers = feature_layers or (len(self.layers),)
+    deepest = max(feature_layers)
     x = self.pre_layrnorm(self.embeddings(pixels))
+    states = {0: x}
     cls_probs = keys = None
-    for layer in self.layers:
-      x, cls_probs, keys = layer(x)
-    return x, (None if cls_probs is None else cls_probs[:, :, 1:]), keys
+    for i, layer in enumerate(self.layers[:deepest]):
+      x, probs, k = layer(x)
+      states[i + 1] = x
+      if i + 1 == deepest:
+        cls_probs, keys = probs[:, :, 1:], k
+    hidden = jnp.concatenate([states[layer] for layer in feature_layers], axis=-1)
+    return hidden, cls_probs, keys

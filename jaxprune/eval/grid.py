@@ -1,0 +1,100 @@
+"""The grid of plans a command line asks for: methods x layers x keeps, or full plans, validated before any
+compile."""
+
+from __future__ import annotations
+
+from jaxprune.eval.common import NONE, EvalError, config_key, split_list
+from jaxprune.prune.methods import METHODS
+from jaxprune.prune.plan import PlanError, PrunePlan, Stage
+
+
+def _parse_keeps(text: str) -> list[int | float]:
+  keeps = []
+  for item in split_list(text):
+    try:
+      keep = float(item) if "." in item else int(item)
+    except ValueError:
+      raise EvalError(f"--keep {item}: not a number") from None
+    if keep <= 0 or (isinstance(keep, float) and keep >= 1):
+      raise EvalError(f"--keep {item}: keep at least 1 visual token (an integer), or a ratio in (0, 1)")
+    keeps.append(keep)
+  return keeps
+
+
+SEEDED = ("random", "oracle", "anti-oracle")  # methods whose seed option `--seed` sets
+DEFAULT_LAYER = 2  # FastV's K; models with fewer layers use their last one
+
+
+def split_methods(text: str) -> list[str]:
+  """--method's comma list, where a plan's options may hold commas too: `latesim@2:64[aggregate=max,norm=raw]`."""
+  entries, depth, current = [], 0, ""
+  for ch in text:
+    depth += (ch == "[") - (ch == "]")
+    if ch == "," and depth == 0:
+      entries.append(current)
+      current = ""
+    else:
+      current += ch
+  entries.append(current)
+  return list(dict.fromkeys(e.strip() for e in entries if e.strip()))
+
+
+def build_grid(args, cfg, task_signals: frozenset[str] = frozenset()) -> tuple[list, list[str]]:
+  """-> (plans: None for the baseline, else validated PrunePlans; notes on skipped combinations).
+
+  A `--method` entry is `none`, a method (crossed with `--layer` and `--keep`), a method with its own layer
+  (`fastv@2`, crossed with `--keep`), or a full plan exactly as results rows print it (`fastv@8:288+latesim@16:64`),
+  so any row can be run again by copying its plan. `task_signals`: what the tasks add (e.g. "relevance").
+  """
+  num_layers = cfg.num_layers
+
+  def layers_of(text: str, flag: str) -> list[int]:
+    sep = "" if flag.endswith("@") else " "
+    try:
+      layers = [int(x) for x in split_list(text)]
+    except ValueError:
+      raise EvalError(f"{flag}{sep}{text}: expected comma-separated integers") from None
+    for layer in layers:
+      if not 0 <= layer < num_layers:
+        raise EvalError(f"{flag}{sep}{layer}: outside [0, {num_layers}) for this model ({num_layers} decoder layers)")
+    return layers
+
+  keeps = _parse_keeps(args.keep)
+  plans, notes = [], []
+  for entry in split_methods(args.method):
+    if entry == NONE:
+      plans.append(None)
+      continue
+    if ":" in entry:  # a full plan
+      try:
+        plans.append(PrunePlan.parse(entry).validate(cfg, task_signals))
+      except PlanError as e:
+        raise EvalError(f"--method {entry}: {e}") from None
+      continue
+    method, at, pinned = entry.partition("@")
+    if method not in METHODS:
+      raise EvalError(f"--method {method}: unknown method (known: none, {', '.join(METHODS)})")
+    options = (("seed", args.seed),) if method in SEEDED else ()
+    # --layer applies only to methods without a pinned layer, so it is checked only when used
+    if at:
+      layers = layers_of(pinned, f"--method {method}@")
+    elif args.layer is None:
+      layers = [min(DEFAULT_LAYER, num_layers - 1)]
+    else:
+      layers = layers_of(args.layer, "--layer")
+    valid = 0
+    for layer in layers:
+      for keep in keeps:
+        try:
+          plans.append(PrunePlan((Stage(method, layer, keep, options),)).validate(cfg, task_signals))
+          valid += 1
+        except PlanError as e:
+          if "layer 0" not in str(e):  # only the "signal does not exist at this layer" case is skippable
+            raise EvalError(str(e)) from None
+          notes.append(f"skipped {method}@{layer}: {str(e).split(': ', 1)[1]}")
+    if not valid:
+      raise EvalError(f"--method {method}: no valid layer among {layers} ({notes[-1]})")
+  if not plans:
+    raise EvalError("nothing to evaluate: give --method (none for the unpruned baseline)")
+  plans = list({config_key(p): p for p in plans}.values())  # fastv@1 and fastv with --layer 1 are one row
+  return plans, notes

@@ -1,0 +1,252 @@
+"""The run loop: load data and model, answer every pending (config, item) pair batch by batch into the sample log,
+judge, summarise into results.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from jaxprune import cost
+from jaxprune.convert.hf import abstract_state_of
+from jaxprune.data import known_tasks, load_task
+from jaxprune.data.datbench import check_items, row_extras, source_files
+from jaxprune.eval.common import BLIND, EvalError, config_key, split_list
+from jaxprune.eval.grid import build_grid
+from jaxprune.eval.records import (SampleLog, bits, blind_drops, check_resume, read_blind_file, weights_dtype,
+                                   weights_fingerprint)
+from jaxprune.eval.runner import Runner, relevant_cells, task_relevance_signals
+from jaxprune.eval.summary import summarise
+from jaxprune.inputs import InputError
+from jaxprune.judge import Judge, JudgeError
+from jaxprune.metrics import score_item
+from jaxprune.models.base import kv_dtype
+from jaxprune.prune.pipeline import Pruner
+from jaxprune.prune.select import kept_map
+from jaxprune.sharding import auto_mesh_sizes, make_mesh, parse_mesh, to_host
+
+
+def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plans: list, log: SampleLog,
+                  args, progress) -> None:
+  """Answer every pending (config, item) pair, appending each finished batch to the sample log."""
+  cfg, nv = runner.config, runner.config.visual_tokens_per_image  # nv None: it depends on the image
+  grid = cfg.grid  # (rows, cols) of one image's tokens, or None
+  with_relevance = "relevance" in task_relevance_signals(task, cfg)
+  itemsize = jnp.dtype(kv_dtype(runner.loaded.model)).itemsize  # KV cache dtype
+  max_positions = cfg.text.max_position_embeddings
+  configs = [BLIND] if args.blind else [config_key(p) for p in plans]
+  for plan, config in zip([None] if args.blind else plans, configs):
+    pruner = Pruner(plan, cfg) if plan is not None else None
+    # latesim/embedsim read the question tokens; an empty question leaves them no query (all-zero scores)
+    text_query = plan is not None and any(
+        s.method in ("latesim", "embedsim") and s.option("query") == "question" for s in plan.stages)
+    stages = [] if plan is None else [(s.layer, s.keep) for s in plan.stages]
+    pending = [(i, it) for i, it in items if not log.done(task, config, it["id"])]
+    progress.update(len(items) - len(pending))
+    timed = sum(1 for r in log.records.values() if r["task"] == task and r["config"] == config
+                and r.get("batch_prefill_ms") is not None)
+    for start in range(0, len(pending), args.batch_size):
+      chunk = pending[start:start + args.batch_size]
+      records, ok, prompts, images = [], [], [], []
+      for index, item in chunk:
+        rec = {"task": task, "config": config, "id": item["id"], "index": index, "eval_mode": item["eval_mode"],
+               "failed": None}
+        try:
+          # one image at a time, so an image that PIL or the processor refuses fails its item, not the run
+          image = None if args.blind else runner.item_pixels(item["image"], f"{task} item {item['id']}")
+          prompt = runner.prompt(item.get("prompt") or item["question"], with_image=not args.blind)
+          if len(prompt.ids) + args.max_new_tokens > max_positions:
+            raise InputError(f"{task} item {item['id']}: prompt of {len(prompt.ids)} tokens + --max-new-tokens "
+                             f"{args.max_new_tokens} exceeds the model's max_position_embeddings {max_positions}")
+          if image is not None:
+            images.append(image)
+          prompts.append(prompt)
+          ok.append((rec, item))
+          if text_query and prompt.question_span[0] == prompt.question_span[1]:
+            rec["no_query"] = True  # latesim scores all zero: see the note below
+        except InputError as e:
+          rec.update(failed=str(e), score=0.0, correct=False)
+        records.append(rec)
+      if ok:
+        pixels = runner.host.join(images) if images else None
+        batch = runner.batch(prompts, pixels)
+        relevant = [relevant_cells(task, item, grid) if with_relevance else None for _, item in ok]
+        if with_relevance and pixels is not None:  # ground truth per slot, for recall and the oracle bounds
+          table = np.zeros((batch.size, nv), np.float32)
+          table[:len(ok)] = np.stack(relevant)
+          batch = batch.replace(relevance=table)
+        n_visual = (batch.layout.valid.sum(axis=1) if batch.layout is not None
+                    else np.full(batch.size, nv or 0))  # [B] visual tokens of each prompt
+        out = runner.generator(batch, prune_points_fn=pruner)
+        answers = runner.decode(to_host(out["tokens"])[:len(ok)])  # padding items never reach the results
+        nonfinite = to_host(out["nonfinite"])[:len(ok)]  # [B] NaN/inf first-token logits per item
+        slots = batch.layout.max_visual if batch.layout is not None else nv
+        maps = to_host(kept_map(out["kept"], slots))[:len(ok)] if pixels is not None else None
+        batch_ms = None
+        if timed < args.time_batches:
+          batch_ms, timed = runner.time_prefill(batch, pruner), timed + 1
+        for j, ((rec, item), answer, prompt) in enumerate(zip(ok, answers, prompts)):
+          scored = score_item(answer, item)  # the official harness's scorer for item["source"]
+          length = len(prompt.ids)
+          if args.blind:
+            flops, kv = cost.prefill_flops(cfg.text, length), cost.kv_cache_bytes(
+                cfg.text, length, max_new_tokens=args.max_new_tokens, bytes_per_element=itemsize)
+          else:
+            flops = cost.prefill_flops(cfg, length, stages, num_visual=int(n_visual[j]))
+            kv = cost.kv_cache_bytes(cfg, length, stages, num_visual=int(n_visual[j]),
+                                     max_new_tokens=args.max_new_tokens, bytes_per_element=itemsize)
+          if item["eval_mode"] == "judge":
+            rec["output"] = answer  # the judge reads the raw response, as the harness sends it
+          rec.update(score=scored.score, correct=scored.correct, metric=scored.metric, fallback=scored.fallback,
+                     supported=scored.supported,
+                     prediction=scored.extracted, prompt_len=length, flops=flops, kv_bytes=kv,
+                     batch_prefill_ms=batch_ms if j == 0 else None, nonfinite=int(nonfinite[j]))
+          if maps is not None:
+            kept = maps[j][:int(n_visual[j])]  # this prompt's own visual tokens, in slot order
+            rec.update(kept=bits(kept), n_visual=int(n_visual[j]))
+            if relevant[j] is not None:
+              rec["recall"] = float((kept & relevant[j]).sum() / max(relevant[j].sum(), 1))
+          if args.log_samples:
+            rec.update(question=item["question"], answers=item["all_answers"] or [item["answer"]], output=answer)
+      log.append(records)
+      progress.update(len(chunk))
+    nonfinite = sum(1 for _, it in items if log.records.get((task, config, it["id"]), {}).get("nonfinite"))
+    if nonfinite:
+      print(f"warning: {task} {config}: {nonfinite} item(s) got NaN/inf logits, so their answers are not the "
+            f"model's (n_nonfinite in the row); try --dtype float32", file=sys.stderr)
+    no_query = sum(1 for _, it in items if log.records.get((task, config, it["id"]), {}).get("no_query"))
+    if no_query:
+      print(f"note: {task} {config}: {no_query} item(s) have an empty question (no query tokens); latesim scores "
+            f"them all zero and keeps the first visual tokens (top image rows): counted as n_no_query",
+            file=sys.stderr)
+
+
+def judge_items(args, datasets: dict, log: SampleLog) -> None:
+  """Scores every answered eval_mode=judge item with the --judge model (once; a resumed run skips judged ones)."""
+  items = {(t, it["id"]): it for t, (all_items, _) in datasets.items() for _, it in all_items}
+  pending = [r for (t, _, i), r in log.records.items() if t.startswith("datbench:") and (t, i) in items
+             and r["eval_mode"] == "judge" and not r["failed"] and "judge_score" not in r]
+  if not pending:
+    return
+  prompts = {}
+  for task in sorted({r["task"] for r in pending}):
+    extras = row_extras(source_files(task.split(":", 1)[1], args.datbench_dir))
+    prompts.update({(task, i): (e.get("judge_prompt") or "") for i, e in extras.items()})
+  try:
+    judge = Judge(args.judge, dtype=args.dtype)
+  except JudgeError as e:
+    raise EvalError(str(e)) from None
+  requests = [(prompts.get((r["task"], r["id"]), ""), r.get("output", ""), items[(r["task"], r["id"])]["answer"])
+              for r in pending]
+  for rec, verdict in zip(pending, judge(requests)):
+    rec.update(judge_score=verdict.score, judge_verdict=verdict.verdict, judge_output=verdict.raw)
+  log.append(pending)  # the judged copies supersede the first lines when the log is read back
+
+
+def run(args) -> dict:
+  tasks = split_list(args.tasks)
+  for task in tasks:
+    if task not in known_tasks():
+      kind = "capability" if task.startswith("datbench:") else "task"
+      raise EvalError(f"--tasks {task}: unknown {kind} (known: {', '.join(known_tasks())})")
+  out = Path(args.output_path)
+  try:
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / ".write_test"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise EvalError(f"--output-path {out}: not writable ({e.strerror or type(e).__name__})") from None
+  blind_file = read_blind_file(args.drop_blind) if args.drop_blind else None
+  for task in tasks if blind_file is not None else ():
+    if task not in blind_file["tasks"]:
+      raise EvalError(f"--drop-blind {args.drop_blind}: has no blind results for {task} (it covers: "
+                      f"{', '.join(blind_file['tasks']) or 'nothing'})")
+  datasets, fingerprints = {}, {}  # data first: a missing or damaged data set is reported before the model loads
+  for task in tasks:
+    try:
+      data = load_task(task, limit=args.limit, data_dir=args.data_dir, datbench_dir=args.datbench_dir)
+    except (ValueError, OSError) as e:
+      raise EvalError(f"--tasks {task}: {e}") from None
+    datasets[task], fingerprints[task] = list(enumerate(data)), data.fingerprint
+    if task.startswith("datbench:"):
+      try:
+        check_items([it for _, it in datasets[task]], task)  # the harness refuses these items too
+      except ValueError as e:
+        raise EvalError(f"--tasks {e}") from None
+
+  if args.dtype == "float16" and jax.default_backend() == "cpu":
+    raise EvalError("--dtype float16: not supported on CPU (XLA emulates it slowly and overflows); use float32 or "
+                    "bfloat16")
+  try:
+    sizes = parse_mesh(args.mesh, jax.device_count()) if args.mesh else auto_mesh_sizes(
+        lambda: abstract_state_of(args.model, args.dtype))
+  except ValueError as e:
+    raise EvalError(str(e)) from None
+  if args.batch_size % sizes["data"]:
+    rounded = -(-args.batch_size // sizes["data"]) * sizes["data"]
+    print(f"note: --batch-size {args.batch_size} rounded up to {rounded} to divide over {sizes['data']} data "
+          f"shards (padding items are masked out)", file=sys.stderr)
+    args.batch_size = rounded
+  mesh = make_mesh(sizes)
+  runner = Runner.load(args.model, dtype=args.dtype, max_new_tokens=args.max_new_tokens, bucket=args.bucket,
+                       batch_size=args.batch_size, mesh=mesh)
+  # the oracle bounds need every task to know its relevant cells
+  task_signals = frozenset.intersection(*(task_relevance_signals(t, runner.config) for t in tasks))
+  plans, notes = build_grid(args, runner.config, task_signals)
+  for note in notes:
+    print(f"note: {note}", file=sys.stderr)
+  # everything that changes answers; the --model spelling does not (a path and a registry name may agree)
+  header = {"model": args.model, "weights": weights_fingerprint(runner.loaded.path),
+            "dtype": weights_dtype(runner.loaded.model), "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+            "bucket": args.bucket, "batch_size": args.batch_size, "data": fingerprints}
+  header = check_resume(out, header)
+  writer = jax.process_index() == 0
+  if writer:
+    (out / "run.json").write_text(json.dumps(header))
+  log = SampleLog(out / "samples.jsonl", writer=writer)
+
+  drop, untested = set(), {}
+  if blind_file is not None:
+    drop, untested = blind_drops(blind_file, args, header, datasets)
+  datasets = {task: (all_items, [(i, it) for i, it in all_items if (task, it["id"]) not in drop])
+              for task, all_items in datasets.items()}
+  n_configs = 1 if args.blind else len(plans)
+  total = sum(len(kept) for _, kept in datasets.values()) * n_configs
+  with tqdm(total=total, unit="item", desc="eval", dynamic_ncols=True, disable=None) as progress:
+    for task, (_, items) in datasets.items():
+      evaluate_task(runner, task, items, plans, log, args, progress)
+  if args.judge:
+    judge_items(args, datasets, log)
+
+  nv = runner.config.visual_tokens_per_image
+  configs = [BLIND] if args.blind else [config_key(p) for p in plans]
+  rows = []
+  for task, (all_items, items) in datasets.items():
+    ids = {it["id"] for _, it in items}
+    for config in configs:
+      records = [r for (t, c, i), r in log.records.items() if t == task and c == config and i in ids]
+      rows.append(summarise(task, config, records, len(all_items), nv, args.seed))
+      if blind_file is not None:
+        rows[-1]["n_blind_untested"] = untested[task]  # kept: --drop-blind has no blind answer for them
+  grid = runner.config.grid
+  results = {"model": args.model, "num_visual": nv, "grid": list(grid) if grid and nv and grid[0] * grid[1] == nv else None,
+             "command": "python -m jaxprune.eval " + " ".join(args.argv), "mesh": sizes, "rows": rows}
+  if not writer:
+    return results
+  (out / "results.json").write_text(json.dumps(results, indent=1))
+  if args.blind:
+    blind = {task: {r["id"]: r["correct"] for (t, c, _), r in log.records.items() if t == task and c == BLIND}
+             for task in datasets}
+    correct = {task: sorted(i for i, ok in answers.items() if ok) for task, answers in blind.items()}
+    (out / "blind_correct.json").write_text(json.dumps({
+        "model": args.model, "weights": header["weights"], "dtype": header["dtype"],
+        "tasks": {task: {"data": fingerprints[task], "tested": sorted(blind[task]), "correct": correct[task]}
+                  for task in datasets},
+        "correct": correct}, indent=1))
+  return results

@@ -1,0 +1,125 @@
+"""The model side of an eval: loaded weights, tokenizer, the family's host-side inputs, compiled generation."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from transformers import AutoImageProcessor, AutoTokenizer
+
+from jaxprune.convert.hf import load_model
+from jaxprune.data import scenes, shape_mask
+from jaxprune.eval.common import EvalError
+from jaxprune.generate import Generator, prefill, trim_at_eos
+from jaxprune.inputs import InputError, load_image
+
+
+@dataclasses.dataclass
+class Runner:
+  """Everything needed to answer items: model, tokenizer, image preprocessing, compiled generation."""
+
+  loaded: Any
+  tokenizer: Any
+  processor: Any
+  generator: Any
+  bucket: int
+  batch_size: int
+
+  @classmethod
+  def load(cls, model: str, *, dtype, max_new_tokens: int, bucket: int, batch_size: int, mesh) -> "Runner":
+    loaded = load_model(model, dtype=dtype, mesh=mesh)
+    if not loaded.family.is_vlm:
+      raise EvalError(f"--model {model}: a {loaded.family.name} model has no vision tower; the eval needs a VLM")
+    try:
+      tokenizer = AutoTokenizer.from_pretrained(str(loaded.path))
+    except Exception as e:
+      raise EvalError(f"--model {model}: no usable tokenizer files in {loaded.path} ({type(e).__name__})") from None
+    try:
+      processor = AutoImageProcessor.from_pretrained(str(loaded.path))
+    except Exception:
+      processor = None  # the family's host side falls back to its own preprocessing
+    eos = {tokenizer.eos_token_id, loaded.config.text.eos_token_id} - {None}
+    eos = {e for x in eos for e in (x if isinstance(x, tuple) else (x,))}
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    generator = Generator(loaded.model, max_new_tokens=max_new_tokens, eos_ids=tuple(sorted(eos)), pad_id=pad,
+                          mesh=mesh)
+    return cls(loaded, tokenizer, processor, generator, bucket, batch_size)
+
+  @property
+  def config(self):
+    return self.loaded.config
+
+  def item_pixels(self, image_bytes: bytes, name: str) -> np.ndarray:
+    """[1, C, H, W] for one item; InputError (one line) for an image PIL or the processor cannot handle."""
+    image = load_image(image_bytes, name=name)
+    try:
+      return self.pixels([image])
+    except Exception as e:  # e.g. a 1-pixel-wide image the processor cannot resize
+      raise InputError(f"image {name}: preprocessing failed ({type(e).__name__}: "
+                       f"{(str(e).splitlines() or [''])[0]})") from None
+
+  @property
+  def host(self):
+    """The family's host side (prompts, image preprocessing, padded batches)."""
+    if not hasattr(self, "_host"):
+      self._host = self.loaded.family.host(self.config, self.tokenizer, self.processor)
+    return self._host
+
+  def pixels(self, images: list) -> np.ndarray:
+    return self.host.pixels(images)
+
+  def prompt(self, question: str, with_image: bool):
+    return self.host.prompt(question, with_image)
+
+  def batch(self, prompts, pixels):
+    return self.host.batch(prompts, pixels, batch_size=self.batch_size, bucket=self.bucket,
+                           pad_id=self.generator.pad_id)
+
+  def decode(self, tokens: np.ndarray) -> list[str]:
+    return [self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            for ids in trim_at_eos(tokens, self.generator.eos_ids)]
+
+  def time_prefill(self, batch, pruner) -> float:
+    """Milliseconds of one synchronised prefill (compiled once per bucket and plan, warmed up first)."""
+    if not hasattr(self, "_prefill"):
+      graphdef = self.generator.graphdef
+
+      def run(state, inputs, pruner):
+        return prefill(nnx.merge(graphdef, state), inputs, extra_slots=0, prune_points_fn=pruner)[0]
+      self._prefill = jax.jit(run, static_argnums=2)
+    args = (self.generator.state, self.generator.device_arrays(batch), pruner)
+    jax.block_until_ready(self._prefill(*args))
+    start = time.perf_counter()
+    jax.block_until_ready(self._prefill(*args))
+    return (time.perf_counter() - start) * 1e3
+
+
+RELEVANCE_TASKS = ("easyvqa", "scenes")  # tasks that know which pixels answer the question
+
+
+def task_relevance_signals(task: str, cfg) -> frozenset[str]:
+  """{"relevance"} when the task has ground-truth masks and the model one fixed grid per image to map them on."""
+  grid = cfg.grid
+  fixed = grid is not None and cfg.visual_tokens_per_image == grid[0] * grid[1]
+  return frozenset({"relevance"}) if task in RELEVANCE_TASKS and fixed else frozenset()
+
+
+def relevant_cells(task: str, item: dict, grid: tuple[int, int]) -> np.ndarray:
+  """[gh * gw] bool: the token-grid cells that cover what the question is about (raster order)."""
+  if task == "scenes":
+    return scenes.relevant_cells(item, *grid)  # the referenced objects' pixels
+  return easyvqa_cells(item["image"], grid)
+
+
+def easyvqa_cells(image_bytes: bytes, grid: tuple[int, int]) -> np.ndarray:
+  """[gh * gw] bool: grid cells that hold any pixel of the easy-VQA shape (differs from the background)."""
+  mask = np.asarray(shape_mask(image_bytes))
+  gh, gw = grid
+  h, w = mask.shape
+  rows = [mask[r * h // gh:(r + 1) * h // gh] for r in range(gh)]
+  return np.array([[row[:, c * w // gw:(c + 1) * w // gw].any() for c in range(gw)] for row in rows]).ravel()

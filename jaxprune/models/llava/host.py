@@ -1,0 +1,55 @@
+"""LLaVA-1.5's host side: prompt text, image preprocessing and padded batches (NumPy, before any jit)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from jaxprune.core.tokens import ModelInputs
+from jaxprune.inputs import image_batch
+from jaxprune.models.llava.config import LlavaConfig
+from jaxprune.prompts import Prompt, build_prompt
+
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+class LlavaHost:
+  """Turns questions and PIL images into `ModelInputs` for `Llava.input_tokens`.
+
+  The prompt is LLaVA-1.5's conversation format `USER: <image>\\n{question} ASSISTANT:` (what llava-hf's chat
+  template renders and what the shipped easy-VQA model was trained on), built piece by piece so the question's
+  token span is exact. Images go through the checkpoint's own image processor; without one, CLIP preprocessing
+  at the tower's resolution.
+  """
+
+  def __init__(self, config: LlavaConfig, tokenizer, processor=None):
+    self.config, self.tokenizer, self.processor = config, tokenizer, processor
+
+  def prompt(self, question: str, with_image: bool) -> Prompt:
+    return build_prompt(self.tokenizer, question, image_token_id=self.config.image_token_id if with_image else None,
+                        num_image_tokens=self.config.visual_tokens_per_image)
+
+  def pixels(self, images: list) -> np.ndarray:
+    """PIL images -> [N, C, H, W] float32."""
+    if self.processor is not None:
+      return np.asarray(self.processor(images=images, return_tensors="np")["pixel_values"], np.float32)
+    size = self.config.vision.image_size
+    arrays = [np.asarray(im.resize((size, size)), np.float32) / 255.0 for im in images]
+    x = (np.stack(arrays) - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
+    return x.transpose(0, 3, 1, 2)
+
+  def join(self, per_prompt: Sequence[np.ndarray]) -> np.ndarray:
+    """`pixels` results of several prompts ([1, C, H, W] each) -> [B, C, H, W] for `batch`."""
+    return np.concatenate(per_prompt)
+
+  def batch(self, prompts: Sequence[Prompt], pixels: np.ndarray | None, *, batch_size: int, bucket: int,
+            pad_id: int) -> ModelInputs:
+    """Pad to the bucket and to a full batch (repeating the first prompt), so shapes stay static."""
+    fill = batch_size - len(prompts)
+    prompts = list(prompts) + [prompts[0]] * fill
+    if pixels is not None and fill:
+      pixels = np.concatenate([pixels, np.repeat(pixels[:1], fill, axis=0)])
+    return image_batch([p.ids for p in prompts], pixels, image_token_id=self.config.image_token_id,
+                       num_image_tokens=self.config.visual_tokens_per_image, pad_id=pad_id, multiple=bucket,
+                       query_spans=[p.question_span for p in prompts])
