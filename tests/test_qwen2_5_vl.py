@@ -47,6 +47,17 @@ def randomize(hf, scale=0.15):
         param.normal_(0.0, scale if param.dim() > 1 else 0.1)
 
 
+def save_tiny_qwen(path, seed: int):
+  """A tiny random Qwen2.5-VL (larger weights, see `randomize`) saved to `path`, reloaded as transformers runs a
+  checkpoint directory -> the HF torch model in eval mode."""
+  from transformers import Qwen2_5_VLForConditionalGeneration
+  torch.manual_seed(seed)
+  hf = Qwen2_5_VLForConditionalGeneration(hf_config()).eval()
+  randomize(hf)
+  hf.save_pretrained(path)
+  return Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
+
+
 @pytest.fixture(scope="module")
 def tiny_qwen(tmp_path_factory):
   """(HF torch model, jaxprune model, config), both from the same saved directory."""

@@ -5,22 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from test_qwen2_5_vl import GRIDS, TOL, batch, forward, hf_config, hf_logits, patches_for, prompt, randomize
+from test_qwen2_5_vl import GRIDS, TOL, batch, forward, hf_logits, patches_for, prompt, save_tiny_qwen
 from jaxprune.convert.__main__ import main as convert_main
 from jaxprune.convert.hf import load_model
 
 
 @pytest.fixture(scope="module")
 def saved_qwen(tmp_path_factory):
-  from transformers import Qwen2_5_VLForConditionalGeneration
-  torch.manual_seed(1)
-  hf = Qwen2_5_VLForConditionalGeneration(hf_config()).eval()
-  randomize(hf)
   path = tmp_path_factory.mktemp("qwen_convert") / "hf"
-  hf.save_pretrained(path)
-  return Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval(), path
+  return save_tiny_qwen(path, seed=1), path
 
 
 def test_load_model_detects_the_family_and_the_orbax_round_trip_matches_transformers(saved_qwen, tmp_path):

@@ -24,6 +24,7 @@ GRIDS = [(1, 8, 8), (1, 8, 12), (1, 6, 10)]
 # visual slots padded to a multiple of 8: a batch of all three has N = 24, alone they have 16, 24 and 16
 BUCKETS = dict(length_multiple=64, visual_multiple=8, patch_multiple=256)
 QUESTION = 4  # the last 4 text tokens of every prompt are its question
+TASK_SIGNALS = frozenset({"relevance"})  # what `_batch` adds, as a task with ground truth would
 CFG = Qwen25VLConfig.from_hf(hf_config().to_dict())  # the tiny model's config, for building inputs
 
 
@@ -46,8 +47,13 @@ def qwen(tiny_qwen):  # noqa: F811
 
 
 def _batch(samples, **buckets):
+  """Samples -> ModelInputs, with a ground-truth relevance table per slot (the task signal `oracle` reads): the
+  cells on every third anti-diagonal of each image's own grid."""
   ids, grids, patches, query = zip(*samples)
-  return host.pack_batch(list(ids), list(grids), list(patches), CFG, query=list(query), **(buckets or BUCKETS))
+  inputs = host.pack_batch(list(ids), list(grids), list(patches), CFG, query=list(query), **(buckets or BUCKETS))
+  layout = inputs.layout
+  relevant = np.asarray(layout.valid) & ((np.asarray(layout.row) + np.asarray(layout.col)) % 3 == 0)
+  return inputs.replace(relevance=relevant.astype(np.float32))
 
 
 _GENERATORS: dict = {}
@@ -57,7 +63,7 @@ def _run(model, cfg, plan, inputs, steps=4):
   """Generate with a shared Generator per steps count, so equal (bucket, plan) pairs reuse one compile."""
   if steps not in _GENERATORS:
     _GENERATORS[steps] = Generator(model, max_new_tokens=steps, eos_ids=(), pad_id=0)
-  pruner = Pruner.build(plan, cfg) if plan else None
+  pruner = Pruner.build(plan, cfg, TASK_SIGNALS) if plan else None
   return _GENERATORS[steps](inputs, prune_points_fn=pruner, keep_logits=True)
 
 
@@ -92,9 +98,11 @@ def test_keep_all_is_bit_identical_for_every_method_and_pool_is_refused(qwen):
     np.testing.assert_array_equal(np.asarray(out["logits"]), np.asarray(base["logits"]), err_msg=plan)
     np.testing.assert_array_equal(np.asarray(out["tokens"]), np.asarray(base["tokens"]), err_msg=plan)
     ran.add(name)
-  assert ran == set(METHODS) - {"pool"}
+  assert ran == {name for name, method in METHODS.items() if not method.fixed_grid} and "pool" not in ran
   with pytest.raises(PlanError, match="pool needs one fixed token grid per image"):  # refused at any keep
     Pruner.build("pool@0:4", cfg)
+  with pytest.raises(PlanError, match="oracle needs the signal 'relevance'"):  # a task without ground truth
+    Pruner.build("oracle@0:4", cfg)
 
 
 def _hf_forward(hf, ids, grid, patches, **kwargs):
@@ -227,7 +235,7 @@ def test_one_compile_per_bucket_and_plan_for_new_image_sizes(qwen):
 
 
 @pytest.mark.parametrize("plan_text", ["divprune@0:6", "random@1:5[seed=3]", "uniform@0:6", "clsattn@2:6",
-                                       "visionzip@0:8", "embedsim@0:6", "fastv@1:10+latesim@2:4"])
+                                       "visionzip@0:8", "embedsim@0:6", "fastv@1:10+latesim@2:4", "oracle@1:6"])
 def test_batch_equals_each_sample_alone(qwen, plan_text):
   """Images of 16, 24 and 15 tokens: together N = 24 slots; the 16- and 15-token samples alone N = 16 (the 24-token
   one alone would add a compile and no padding). Padded slots are never kept and change no score, so every sample
@@ -238,11 +246,14 @@ def test_batch_equals_each_sample_alone(qwen, plan_text):
   together = _run(model, cfg, plan_text, together_inputs)
   n_slots = together_inputs.layout.max_visual
   maps = _kept_slots(together, n_slots)
-  keep = Pruner.build(plan_text, cfg).plan.stages[-1].keep
+  keep = Pruner.build(plan_text, cfg, TASK_SIGNALS).plan.stages[-1].keep
   kept_real = keep - max(1, round(keep * 10 / 64)) if plan_text.startswith("visionzip") else keep  # merged: slot -1
   for i, (_, [(t, h, w)], _, _) in enumerate(samples):
     n = t * h * w // 4
     assert maps[i, :n].sum() == kept_real and not maps[i, n:].any(), i  # no padded slot kept
+    if plan_text.startswith("oracle"):  # relevant cells first: as many as the budget allows (5, 6 or 8 exist)
+      relevant = np.asarray(together_inputs.relevance)[i] > 0
+      assert (maps[i] & relevant).sum() == min(keep, relevant.sum())
     if n == n_slots:
       continue
     alone_inputs = _batch(samples[i:i + 1])

@@ -8,7 +8,7 @@ Only the common record (`common.ITEM_KEYS`) is stored: `prompt` = prefix + quest
 suffix and `metadata` = the parsed JSON (it carries the ground truth some scorers read,
 e.g. RefCOCO's `bbox`). judge_prompt, is_circular and eval_metrics are read from the
 source files when needed (`row_extras`), and `check_items` refuses an item that lacks a
-field its scorer needs, as the official harness does (`jaxprune/metrics.py`).
+field its scorer needs, as the official harness does (`jaxprune/metrics/`).
 
 Local copy layout (either works, per capability):
   <dir>/<capability>/*.parquet      (HF's usual parquet layout, e.g. chart/test-00000-of-00008.parquet)

@@ -14,10 +14,10 @@ The parts, by job: `cli` (flags, `main`), `grid` (the plans asked for), `runner`
 loop), `records` (sample log, run identity, blind file), `summary` (results rows).
 """
 
-from jaxprune.eval.cli import DEMO_ARGS, DTYPES, main, parse_args, parse_model_args
+from jaxprune.eval.cli import DEMO_ARGS, DTYPES, LmmsEvalParser, main, parse_args, parse_model_args
 from jaxprune.eval.common import BLIND, NONE, EvalError
 
-__all__ = ["BLIND", "DEMO_ARGS", "DTYPES", "NONE", "EvalError", "build_grid", "main", "parse_args",
+__all__ = ["BLIND", "DEMO_ARGS", "DTYPES", "NONE", "EvalError", "LmmsEvalParser", "build_grid", "main", "parse_args",
            "parse_model_args", "run", "summarise"]
 
 

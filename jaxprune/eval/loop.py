@@ -92,7 +92,7 @@ def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plan
           batch_ms, timed = runner.time_prefill(batch, pruner), timed + 1
         for j, ((rec, item), answer, prompt) in enumerate(zip(ok, answers, prompts)):
           scored = score_item(answer, item)  # the official harness's scorer for item["source"]
-          length = len(prompt.ids)
+          length = int(np.asarray(batch.valid[j]).sum())  # the prompt as the model saw it (images expanded)
           if args.blind:
             flops, kv = cost.prefill_flops(cfg.text, length), cost.kv_cache_bytes(
                 cfg.text, length, max_new_tokens=args.max_new_tokens, bytes_per_element=itemsize)

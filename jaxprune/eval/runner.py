@@ -29,6 +29,7 @@ class Runner:
   generator: Any
   bucket: int
   batch_size: int
+  host: Any  # the family's host side: prompts, image preprocessing, padded batches (models/base.py: Family.host)
 
   @classmethod
   def load(cls, model: str, *, dtype, max_new_tokens: int, bucket: int, batch_size: int, mesh) -> "Runner":
@@ -46,16 +47,20 @@ class Runner:
     eos = {tokenizer.eos_token_id, loaded.config.text.eos_token_id} - {None}
     eos = {e for x in eos for e in (x if isinstance(x, tuple) else (x,))}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    try:
+      host = loaded.family.host(loaded.config, tokenizer, processor)
+    except ValueError as e:  # e.g. a checkpoint without the chat template its family needs
+      raise EvalError(f"--model {model}: {e}") from None
     generator = Generator(loaded.model, max_new_tokens=max_new_tokens, eos_ids=tuple(sorted(eos)), pad_id=pad,
                           mesh=mesh)
-    return cls(loaded, tokenizer, processor, generator, bucket, batch_size)
+    return cls(loaded, tokenizer, processor, generator, bucket, batch_size, host)
 
   @property
   def config(self):
     return self.loaded.config
 
-  def item_pixels(self, image_bytes: bytes, name: str) -> np.ndarray:
-    """[1, C, H, W] for one item; InputError (one line) for an image PIL or the processor cannot handle."""
+  def item_pixels(self, image_bytes: bytes, name: str):
+    """One item's pixels, as the family's host makes them; InputError (one line) for an image PIL or the processor cannot handle."""
     image = load_image(image_bytes, name=name)
     try:
       return self.pixels([image])
@@ -63,14 +68,7 @@ class Runner:
       raise InputError(f"image {name}: preprocessing failed ({type(e).__name__}: "
                        f"{(str(e).splitlines() or [''])[0]})") from None
 
-  @property
-  def host(self):
-    """The family's host side (prompts, image preprocessing, padded batches)."""
-    if not hasattr(self, "_host"):
-      self._host = self.loaded.family.host(self.config, self.tokenizer, self.processor)
-    return self._host
-
-  def pixels(self, images: list) -> np.ndarray:
+  def pixels(self, images: list):
     return self.host.pixels(images)
 
   def prompt(self, question: str, with_image: bool):

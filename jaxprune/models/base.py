@@ -38,6 +38,9 @@ class VLMConfig(Protocol):
   def visual_tokens_per_image(self) -> int | None: ...  # fixed count, or None when it depends on the image
 
   @property
+  def grid(self) -> tuple[int, int] | None: ...  # one fixed token grid per image, or None
+
+  @property
   def vision_signals(self) -> frozenset[str]: ...
 
   def vision_flops(self, num_visual: int) -> int: ...  # matmul FLOPs of the vision side for num_visual tokens

@@ -99,6 +99,11 @@ class Qwen25VLConfig:
     return None
 
   @property
+  def grid(self) -> None:
+    """No fixed token grid: each image has its own (the layout's grid_h, grid_w)."""
+    return None
+
+  @property
   def vision_signals(self) -> frozenset[str]:
     """Attention received in the tower's last block, its keys, and each token's (row, col) on its image's grid."""
     return frozenset({"importance", "keys", "grid"})
