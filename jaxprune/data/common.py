@@ -9,7 +9,6 @@ feature needs TF to encode (so images are kept as encoded bytes, not
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -21,6 +20,8 @@ from collections.abc import Sequence
 from typing import Any, Callable, Iterator, Mapping, overload
 
 import numpy as np
+
+from jaxprune.fingerprint import files_digest
 
 DATA_DIR_ENV = "JAXPRUNE_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.cache/jaxprune/tfds"
@@ -179,16 +180,7 @@ class Source:
 def files_fingerprint(files: Sequence[os.PathLike[str] | str]) -> str:
   """Content identity of source files: base names, sizes, first and last MiB of each (whole files up to
   2 MiB). Independent of where the copy lives and of mtimes, so a copied data set keeps its identity."""
-  digest = hashlib.sha256()
-  for file in map(pathlib.Path, files):
-    size = file.stat().st_size
-    digest.update(f"{file.name}:{size}\n".encode())
-    with open(file, "rb") as fh:
-      digest.update(fh.read(1 << 20))
-      if size > 2 << 20:
-        fh.seek(-(1 << 20), os.SEEK_END)
-      digest.update(fh.read())
-  return digest.hexdigest()[:16]
+  return files_digest((file.name, file) for file in map(pathlib.Path, files))
 
 
 def _file_states(files: Sequence[pathlib.Path]) -> list[list]:

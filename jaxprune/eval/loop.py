@@ -36,7 +36,9 @@ def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plan
   """Answer every pending (config, item) pair, appending each finished batch to the sample log."""
   cfg, nv = runner.config, runner.config.visual_tokens_per_image  # nv None: it depends on the image
   grid = cfg.grid  # (rows, cols) of one image's tokens, or None
-  with_relevance = "relevance" in task_relevance_signals(task, cfg)
+  # ground truth per slot (recall, oracle bounds): read once per item, whatever the number of plans
+  with_relevance = not args.blind and "relevance" in task_relevance_signals(task, cfg)
+  relevance: dict[str, np.ndarray] = {}
   itemsize = jnp.dtype(kv_dtype(runner.loaded.model)).itemsize  # KV cache dtype
   max_positions = cfg.text.max_position_embeddings
   configs = [BLIND] if args.blind else [config_key(p) for p in plans]
@@ -75,8 +77,11 @@ def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plan
       if ok:
         pixels = runner.host.join(images) if images else None
         batch = runner.batch(prompts, pixels)
-        relevant = [relevant_cells(task, item, grid) if with_relevance else None for _, item in ok]
-        if with_relevance and pixels is not None:  # ground truth per slot, for recall and the oracle bounds
+        for _, item in ok if with_relevance else ():
+          if item["id"] not in relevance:
+            relevance[item["id"]] = relevant_cells(task, item, grid)
+        relevant = [relevance.get(item["id"]) for _, item in ok]
+        if with_relevance:
           table = np.zeros((batch.size, nv), np.float32)
           table[:len(ok)] = np.stack(relevant)
           batch = batch.replace(relevance=table)

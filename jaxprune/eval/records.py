@@ -3,7 +3,6 @@ blind file that --drop-blind reads."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -15,6 +14,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprune.eval.common import EvalError
+from jaxprune.fingerprint import files_digest
 
 
 class SampleLog:
@@ -148,15 +148,7 @@ def weights_fingerprint(path: Path) -> str:
   """A short digest of a checkpoint's files (names, sizes, first and last MiB of each; the model card left out),
   so that resuming into a directory made with other weights is refused. Cheap even for a 14 GB checkpoint."""
   path = Path(path)
-  digest = hashlib.sha256()
-  files = [path] if path.is_file() else sorted(
-      f for f in path.rglob("*") if f.is_file() and f.name != "README.md" and not f.name.startswith("."))
-  for f in files:
-    size = f.stat().st_size
-    digest.update(f"{f.name if f == path else f.relative_to(path).as_posix()}:{size}\n".encode())
-    with open(f, "rb") as fh:
-      digest.update(fh.read(1 << 20))
-      if size > 2 << 20:
-        fh.seek(-(1 << 20), os.SEEK_END)
-        digest.update(fh.read())
-  return digest.hexdigest()[:16]
+  if path.is_file():
+    return files_digest([(path.name, path)])
+  files = sorted(f for f in path.rglob("*") if f.is_file() and f.name != "README.md" and not f.name.startswith("."))
+  return files_digest((f.relative_to(path).as_posix(), f) for f in files)
