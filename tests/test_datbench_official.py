@@ -380,6 +380,6 @@ def test_metadata_ground_truth_is_required():
 
 def test_judge_only_and_unreproduced_types_are_flagged():
   assert not M.score_item("x", _item(0, "mathverse_wo", "x", None, "{}", "")).supported
-  item = _item(1, "ocrbench-v2", "a", ["a"], json.dumps({"type": "table parsing en"}), "")
-  assert not M.score_item("<table></table>", item).supported
+  item = _item(1, "ocrbench-v2", "a", ["a"], json.dumps({"type": "full-page OCR en"}), "")  # NLTK-scored
+  assert not M.score_item("a", item).supported
   assert M.score_item("x", _item(2, "unknown_set", "x", None, "{}", "")).fallback

@@ -18,13 +18,14 @@ The eval's result rows call the mean `score` over the direct items **`accuracy`*
 `capability_accuracy`: sum of scores / number of items), and report the mean of `correct` as `correct_rate`.
 Items with `eval_mode == "judge"` are scored by an LLM judge (`jaxprune/judge.py`) when one is given and are
 otherwise reported on their own, never folded into `accuracy`. Sources the harness scores only through a judge
-(MathVerse) and OCRBench v2 task types not reproduced here come back with `supported=False`.
+(MathVerse) and OCRBench v2's full-page OCR items (see `ocrbench_v2`) come back with `supported=False`.
 
 The package, one module per concern (each says which official file it mirrors):
 - `extract`: answer extraction (`extract_final_answer`), VQA normalisers, shared string helpers, `Sample`/`Details`;
 - `numeric`: number and percent parsing;
 - `vqa`: VQAv2 and TextVQA soft accuracy;
-- `documents`: DocVQA, InfoVQA, OCR-VQA (ANLS) and OCRBench v2;
+- `documents`: DocVQA, InfoVQA, OCR-VQA (ANLS);
+- `ocrbench_v2`: OCRBench v2, every task type the harness scores by rule (KIE F1, TEDS tables, box IoU, ...);
 - `cc_ocr`: CC-OCR multi-scene OCR, KIE (tree edit distance) and document parsing;
 - `grounding`: RefCOCO boxes, PixMo points in masks;
 - `counting`: CountBench, TallyQA;
@@ -54,9 +55,7 @@ from jaxprune.metrics.choice import (_LONE_LETTER_RE, _RWQA_NUMBERS, _alnum_word
 from jaxprune.metrics.counting import (_ONES, _SMALL_NUMBER_WORDS, _TALLY_FINAL_PATTERNS, _TALLY_SENTENCE_PATTERNS,
                                        _TALLY_WORDS, _TENS, _word_or_digits, score_countbench, score_tallyqa,
                                        tallyqa_number)
-from jaxprune.metrics.documents import (OCRBENCH_UNSUPPORTED, _OCRB_STRUCTURED, _OCRB_VQA_TYPES, _anls_package,
-                                        _ocrb_contains_or_anls, _ocrb_counting, _ocrb_letters, score_docvqa,
-                                        score_infovqa, score_ocrbench_v2, score_ocrvqa)
+from jaxprune.metrics.documents import _anls_package, score_docvqa, score_infovqa, score_ocrvqa
 from jaxprune.metrics.extract import (Details, Sample, _ANSWER_LINE_RE, _BOXED_FLAT_RE, _PIPE_BOX_RE, _PLACEHOLDERS,
                                       _TEXTVQA_DIGIT_COMMA_RE, _VQA_ARTICLES, _VQA_CONTRACTIONS, _VQA_DIGITS,
                                       _VQA_DIGIT_COMMA_RE, _VQA_PERIOD_RE, _VQA_PUNCT, _WRAPPER_TAGS, _anls_raw,
@@ -65,25 +64,31 @@ from jaxprune.metrics.extract import (Details, Sample, _ANSWER_LINE_RE, _BOXED_F
 from jaxprune.metrics.grounding import (_NO_TARGET_PHRASES, _PAIR, _REFCOCO_THRESHOLDS, _clip01, _in_mask,
                                         _pixmo_gt_point, _pixmo_gt_points, _pixmo_points, _pixmo_pred_point,
                                         _refcoco_box, box_iou, score_pixmo_points, score_refcoco)
-from jaxprune.metrics.mathqa import (_FRAC_RE, _MATHVISION_FLAGS, _find_math_answer, _fix_a_slash_b, _fix_fracs,
-                                     _fix_sqrt, _key_subresponses, _latex_value, _math_equal, _math_value,
-                                     _mathvista_norm, _mathvista_open_eval, _mathvista_open_parse, _plain_value,
-                                     _strip_math, _tuple_values, score_mathverse, score_mathvision, score_mathvista)
+from jaxprune.metrics.mathqa import (_MATHVISION_FLAGS, MissingDependencyError, _find_math_answer, _fix_a_slash_b,
+                                     _fix_fracs, _fix_sqrt, _key_subresponses, _latex2sympy, _math_equal, _math_value,
+                                     _mathvista_norm, _mathvista_open_eval, _mathvista_open_parse, _strip_math,
+                                     _tuple_values, score_mathverse, score_mathvision, score_mathvista)
 from jaxprune.metrics.numeric import (_align_percent, _float_pct, _hundredths_ratio, _numbers_in, _numeric_core,
                                       _parse_float)
+from jaxprune.metrics.ocrbench_v2 import (OCRBENCH_UNSUPPORTED, _OCRB_KIE, _OCRB_STRUCTURED, _OCRB_VQA_TYPES,
+                                          _box_iou, _dict_from_text, _field_f1, _gt_combinations, _last_box,
+                                          _ocrb_cn_vqa, _ocrb_contains_or_anls, _ocrb_counting, _ocrb_kie,
+                                          _ocrb_letters, _ocrb_position, _ocrb_table, _ocrb_vqa, _wrap_table,
+                                          score_ocrbench_v2, teds)
 from jaxprune.metrics.score import (FULL_TEXT_SOURCES, ItemError, ItemScore, REQUIRED_METADATA, SCORERS, Scorer,
                                     _MCQ_KEYS, _OPTIONAL_METADATA, _REFCOCO, _RENAMED_METADATA, bootstrap_ci,
                                     check_item, easyvqa_exact, item_metadata, missing_fields, score_item, scorer_sample,
                                     summarise_scores)
 from jaxprune.metrics.vqa import _CURRENCY_SYMBOLS, score_textvqa, score_vqav2, vqa_leave_one_out
 
-__all__ = ["Details", "FULL_TEXT_SOURCES", "ItemError", "ItemScore", "OCRBENCH_UNSUPPORTED", "REQUIRED_METADATA",
-           "SCORERS", "Sample", "Scorer", "bootstrap_ci", "box_iou", "chartqa_relaxed", "check_item", "easyvqa_exact",
-           "extract_final_answer", "item_metadata", "levenshtein", "missing_fields", "mmmu_candidate_letter",
+__all__ = ["Details", "FULL_TEXT_SOURCES", "ItemError", "ItemScore", "MissingDependencyError", "OCRBENCH_UNSUPPORTED",
+           "REQUIRED_METADATA", "SCORERS", "Sample", "Scorer", "bootstrap_ci", "box_iou", "chartqa_relaxed",
+           "check_item", "easyvqa_exact", "extract_final_answer", "item_metadata", "levenshtein", "missing_fields",
+           "mmmu_candidate_letter",
            "score_ai2d", "score_cc_ocr_doc_parsing", "score_cc_ocr_kie", "score_cc_ocr_multi_scene", "score_chartqa",
            "score_chartqapro", "score_charxiv", "score_countbench", "score_docvqa", "score_infovqa", "score_item",
            "score_logicvista", "score_mathverse", "score_mathvision", "score_mathvista", "score_mmbench",
            "score_mme_realworld", "score_mmmu", "score_mmmupro", "score_ocrbench_v2", "score_ocrvqa",
            "score_pixmo_points", "score_realworldqa", "score_refcoco", "score_tallyqa", "score_textvqa", "score_vqav2",
-           "scorer_sample", "summarise_scores", "tallyqa_number", "textvqa_normalize", "tree_edit_distance",
+           "scorer_sample", "summarise_scores", "tallyqa_number", "teds", "textvqa_normalize", "tree_edit_distance",
            "vqa_leave_one_out", "vqav2_normalize"]

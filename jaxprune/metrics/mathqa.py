@@ -1,14 +1,15 @@
 """Math: MathVista, MathVision and MathVerse.
 
 Mirrors `datbench/datasets_scoring/mathvista.py` (free-form branch), `mathvision.py` + `mathvision_utils.py`
-(lmms-eval's MathVision rules, with latex2sympy2 when it is installed) and `mathverse.py` (judge only: no
+(lmms-eval's MathVision rules, comparing LaTeX values through latex2sympy2 as the harness does;
+without it MathVision scoring raises `MissingDependencyError`) and `mathverse.py` (judge only: no
 rule-based score). Named `mathqa`, not `math`, so that it never shadows the standard library module.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from jaxprune.metrics.extract import Details, Sample, extract_final_answer
 from jaxprune.metrics.numeric import _numbers_in, _parse_float
@@ -88,31 +89,26 @@ def score_mathvista(sample: Sample, output: str) -> Details:
 # ----------------------------------------------------------------------------------------------
 
 
-def _latex_value(expr: str) -> Any:
-  """round(value, 2) of a LaTeX expression through latex2sympy2, as the reference evaluates it."""
-  from latex2sympy2 import latex2sympy  # Lazy and optional: see `_math_equal`.
-  return round(eval(str(latex2sympy(expr))), 2)  # noqa: S307 - the reference's own evaluation rule
+class MissingDependencyError(ImportError):
+  """A scorer needs a package that is not installed (one line: the package and how to install it)."""
 
 
-_FRAC_RE = re.compile(r"(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}")
-
-
-def _plain_value(expr: str) -> Any:
-  """Without latex2sympy2 (its antlr4 pin clashes with this environment's): numerals and the
-  \\frac{p}{q} that `_strip_math` makes of "0.5" and "p/q"; latex2sympy reads those to the same value."""
-  m = _FRAC_RE.fullmatch(expr.strip())
-  if m:
-    value = float(m.group(2)) / float(m.group(3))
-    return round(-value if m.group(1) else value, 2)
-  return round(float(expr), 2)
+def _latex2sympy() -> Callable[[str], Any]:
+  """latex2sympy2's parser, imported lazily so that only MathVision scoring needs it."""
+  try:
+    from latex2sympy2 import latex2sympy
+  except ImportError:
+    raise MissingDependencyError("MathVision scoring needs latex2sympy2, as DatBench's harness does: "
+                                 "pip install latex2sympy2==1.9.1") from None
+  return latex2sympy
 
 
 def _math_value(expr: str) -> Any:
-  try:
-    import latex2sympy2  # noqa: F401
-  except ImportError:
-    return _plain_value(expr)
-  return _latex_value(expr)
+  """round(eval(str(latex2sympy(expr))), 2), the harness's rule. The sympy expression is printed and the
+  text evaluated as Python, so only plain arithmetic survives (1/2, 2**3); anything naming a symbol or a
+  sympy function (pi, sqrt(2), x) raises, and the comparison fails, as in the harness. The namespace is
+  empty: the harness evaluates in its module's, whose names no sympy printout uses."""
+  return round(eval(str(_latex2sympy()(expr)), {}), 2)  # noqa: S307 - the reference's own evaluation rule
 
 
 def _tuple_values(s: str) -> str:
@@ -225,6 +221,7 @@ _MATHVISION_FLAGS = ("the final answer is", "the answer is", "the correct answer
 
 def score_mathvision(sample: Sample, output: str) -> Details:
   """mathvision.py `score_sample` -> mathvision_utils `mathvision_process_results`."""
+  _latex2sympy()  # fail with one clear line up front, not inside the comparisons that swallow errors
   pairs = sample.get("options_struct")
   if not pairs:
     pairs = [{"label": chr(ord("A") + i), "text": str(o).strip() or chr(ord("A") + i)}

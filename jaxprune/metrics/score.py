@@ -20,10 +20,11 @@ from jaxprune.metrics.charts import score_chartqa, score_chartqapro, score_charx
 from jaxprune.metrics.choice import (score_ai2d, score_logicvista, score_mmbench, score_mme_realworld, score_mmmu,
                                      score_mmmupro, score_realworldqa)
 from jaxprune.metrics.counting import score_countbench, score_tallyqa
-from jaxprune.metrics.documents import score_docvqa, score_infovqa, score_ocrbench_v2, score_ocrvqa
+from jaxprune.metrics.documents import score_docvqa, score_infovqa, score_ocrvqa
 from jaxprune.metrics.extract import Details, Sample, extract_final_answer, vqav2_normalize
 from jaxprune.metrics.grounding import score_pixmo_points, score_refcoco
 from jaxprune.metrics.mathqa import score_mathverse, score_mathvision, score_mathvista
+from jaxprune.metrics.ocrbench_v2 import score_ocrbench_v2
 from jaxprune.metrics.vqa import score_textvqa, score_vqav2
 
 
