@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from jaxprune.models import llava, qwen2_5_vl
+from jaxprune.models import gemma3, llava, llava_onevision, qwen2_5_vl
 from jaxprune.models.base import Family
 from jaxprune.models.config import TextConfig
 from jaxprune.models.llama import LlamaModel
@@ -21,6 +21,8 @@ LLAMA_TEXT = Family("llama", ("LlamaForCausalLM", "llama"), TextConfig.from_hf, 
 _FAMILIES: tuple[Family, ...] = (
     llava.FAMILY,
     qwen2_5_vl.FAMILY,
+    gemma3.FAMILY,
+    llava_onevision.FAMILY,
     LLAMA_TEXT,
 )
 
@@ -33,6 +35,8 @@ PRESETS: dict[str, str] = {
     "llava-7b": "llava-hf/llava-1.5-7b-hf",
     "llava-13b": "llava-hf/llava-1.5-13b-hf",
     **qwen2_5_vl.PRESETS,
+    **gemma3.PRESETS,
+    **llava_onevision.PRESETS,
 }
 
 # Checkpoints shipped in this repository's checkpoints/ folder (available from a source checkout).
@@ -53,5 +57,5 @@ def family_for(hf_config: Mapping[str, Any], source: str) -> Family:
 
 
 # Architecture shapes of known checkpoints, for abstract planning and benchmarks (no weights involved).
-SHAPES: dict[str, Any] = {**llava.SHAPES, **qwen2_5_vl.SHAPES}
+SHAPES: dict[str, Any] = {**llava.SHAPES, **qwen2_5_vl.SHAPES, **gemma3.SHAPES, **llava_onevision.SHAPES}
 LLAVA_15_7B = SHAPES["llava-7b"]  # kept for benchmarks written against it

@@ -1,0 +1,98 @@
+"""Gemma 3's host side: chat-template prompts, image preprocessing and padded batches (NumPy, before any jit).
+
+Everything model-specific comes from the checkpoint through transformers: the chat template (processor or
+tokenizer), the image placeholder expansion (`Gemma3Processor.full_image_sequence`: "\\n\\n<start_of_image>",
+mm_tokens_per_image soft tokens, "<end_of_image>\\n\\n") and the image preprocessing (`Gemma3ImageProcessor`,
+pan-and-scan off: one 896 px image per prompt image).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from jaxprune.core.tokens import ModelInputs
+from jaxprune.inputs import image_batch
+from jaxprune.models.gemma3.config import Gemma3Config
+from jaxprune.prompts import Prompt
+
+
+class Gemma3Host:
+  """The family's host side as eval and generation call it: `prompt`, `pixels`, `join`, `batch`
+  (see `base.Family.host`).
+
+  `prompt` renders the checkpoint's chat template around a marker, expands the image placeholder with the
+  processor's own sequence, and tokenizes in three pieces around the question, so the question's token span is
+  exact (text-aware scorers read it).
+  """
+
+  _MARK = "\x00QUESTION\x00"  # stands in for the question while the template renders
+
+  def __init__(self, config: Gemma3Config, tokenizer, processor=None):
+    from transformers import Gemma3Processor
+    self.config, self.tokenizer = config, tokenizer
+    self.image_processor = getattr(processor, "image_processor", processor)
+    self.template = processor if getattr(processor, "chat_template", None) else tokenizer
+    if not getattr(self.template, "chat_template", None):
+      raise ValueError("Gemma 3 needs the checkpoint's chat template (chat_template.jinja or tokenizer_config)")
+    missing = [name for name in ("boi_token", "image_token", "eoi_token") if not getattr(tokenizer, name, None)]
+    if missing:
+      raise ValueError(f"the tokenizer lacks Gemma 3's special token attribute(s) {', '.join(missing)}")
+    if isinstance(processor, Gemma3Processor):
+      self.processor = processor
+    elif self.image_processor is not None:
+      self.processor = Gemma3Processor(image_processor=self.image_processor, tokenizer=tokenizer,
+                                       image_seq_length=config.mm_tokens_per_image)
+    else:
+      self.processor = None  # text-only prompts still work; `pixels` and image prompts say what is missing
+    if self.processor is not None and self.processor.image_seq_length != config.mm_tokens_per_image:
+      raise ValueError(f"processor image_seq_length={self.processor.image_seq_length} differs from config.json "
+                       f"mm_tokens_per_image={config.mm_tokens_per_image}")
+
+  def _need_processor(self):
+    if self.processor is None:
+      raise ValueError("Gemma 3 needs the checkpoint's image processor (preprocessor_config.json) for images")
+    return self.processor
+
+  def prompt(self, question: str, with_image: bool, num_images: int = 1) -> Prompt:
+    images = num_images if with_image else 0
+    content = [{"type": "image"}] * images + [{"type": "text", "text": self._MARK}]
+    text = self.template.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                             tokenize=False)
+    if text.count(self._MARK) != 1:
+      raise ValueError("the chat template does not render the user's text exactly once")
+    before, after = text.split(self._MARK)
+    if images:
+      boi = self.tokenizer.boi_token
+      if before.count(boi) != images:
+        raise ValueError(f"the chat template rendered {before.count(boi)} {boi} for {images} image(s)")
+      before = before.replace(boi, self._need_processor().full_image_sequence)
+    encode = lambda s: list(self.tokenizer.encode(s, add_special_tokens=False)) if s else []
+    ids = encode(before)
+    start = len(ids)
+    ids += encode(question.strip())
+    end = len(ids)
+    return Prompt(ids + encode(after), (start, end))
+
+  def pixels(self, images: Sequence) -> np.ndarray:
+    """PIL images -> [N, C, S, S] float32 by the checkpoint's image processor (no pan-and-scan crops)."""
+    out = self._need_processor().image_processor(images=list(images), do_pan_and_scan=False, return_tensors="np")
+    return np.asarray(out["pixel_values"], np.float32)
+
+  def join(self, per_prompt: Sequence[np.ndarray]) -> np.ndarray:
+    """`pixels` results of several prompts ([1, C, S, S] each) -> [B, C, S, S] for `batch`."""
+    return np.concatenate(per_prompt)
+
+  def batch(self, prompts: Sequence[Prompt], pixels: np.ndarray | None, *, batch_size: int, bucket: int,
+            pad_id: int) -> ModelInputs:
+    """Pad to the bucket and to a full batch (repeating the first prompt), so shapes stay static."""
+    fill = batch_size - len(prompts)
+    if fill < 0:
+      raise ValueError(f"{len(prompts)} prompts exceed batch_size={batch_size}")
+    prompts = list(prompts) + [prompts[0]] * fill
+    if pixels is not None and fill:
+      pixels = np.concatenate([pixels, np.repeat(pixels[:1], fill, axis=0)])
+    return image_batch([p.ids for p in prompts], pixels, image_token_id=self.config.image_token_id,
+                       num_image_tokens=self.config.mm_tokens_per_image, pad_id=pad_id, multiple=bucket,
+                       query_spans=[p.question_span for p in prompts])

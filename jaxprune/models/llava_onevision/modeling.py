@@ -1,0 +1,91 @@
+"""LLaVA-OneVision in Flax NNX: SigLIP tower over every crop -> 2-layer GELU projector -> AnyRes packing (base view,
+unpadded crops, image newlines) -> tokens at the `<image>` placeholders -> Qwen2 decoder (1-D RoPE).
+
+The host (`host.py`) turned each image into crops plus a per-slot recipe (taps into the crops' projector outputs,
+or the newline vector), so under jit packing is one gather: any image size inside the buckets reuses one program.
+Decoder, prefill and cached decode are the shared `LlamaModel` and `jaxprune.core.decoding` (Qwen2 = Llama with
+q/k/v biases).
+
+Shapes: B batch, L sequence, N visual slots, C crops, Np tokens per crop, Dv tower hidden (times feature layers),
+D text hidden, Dh tower head dim.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxprune.core.tokens import ModelInputs, Tokens, VisionSignals, VisualLayout, make_tokens
+from jaxprune.models.llama import LlamaModel
+from jaxprune.models.llava.clip import activation
+from jaxprune.models.llava_onevision.config import OnevisionConfig
+from jaxprune.models.llava_onevision.host import OnevisionPixels
+from jaxprune.models.siglip import SiglipVisionTower
+
+
+class Projector(nnx.Module):
+
+  def __init__(self, cfg: OnevisionConfig, *, dtype, rngs: nnx.Rngs):
+    dv, d = cfg.vision.hidden_size * len(cfg.feature_layers), cfg.text.hidden_size
+    kw = dict(use_bias=cfg.projector_bias, dtype=dtype, param_dtype=dtype, rngs=rngs)
+    self.linear_1 = nnx.Linear(dv, d, **kw)
+    self.linear_2 = nnx.Linear(d, d, preferred_element_type=jnp.float32, **kw)  # row-parallel: see llama._linear
+    self.act = activation(cfg.projector_hidden_act)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.linear_2(self.act(self.linear_1(x))).astype(x.dtype)
+
+
+def _taps(table: jax.Array, source: jax.Array, weight: jax.Array) -> jax.Array:
+  """table [M, ...] rows combined per slot: sum_k weight[b, n, k] * table[source[b, n, k]] -> [B, N, ...].
+  A one-tap slot (weight 1, the rest 0) returns its row exactly."""
+  total = jnp.zeros(source.shape[:2] + table.shape[1:], jnp.float32)
+  for k in range(source.shape[2]):  # one [B, N, ...] gather at a time, never [B, N, TAPS, D]
+    w = weight[:, :, k].reshape(weight.shape[:2] + (1,) * (table.ndim - 1))
+    total = total + table[source[:, :, k]].astype(jnp.float32) * w
+  return total.astype(table.dtype)
+
+
+class LlavaOnevision(nnx.Module):
+
+  def __init__(self, cfg: OnevisionConfig, *, dtype: jnp.dtype = jnp.bfloat16, rngs: nnx.Rngs):
+    self.config = cfg
+    self.vision_tower = SiglipVisionTower(cfg.vision, cfg.vision_layers_used, dtype=dtype, rngs=rngs)
+    self.projector = Projector(cfg, dtype=dtype, rngs=rngs)
+    self.image_newline = nnx.Param(jnp.zeros((cfg.text.hidden_size,), dtype))
+    self.language_model = LlamaModel(cfg.text, dtype=dtype, rngs=rngs)
+
+  def encode_images(self, pixels: OnevisionPixels, layout: VisualLayout) -> VisionSignals:
+    """The batch's crops -> per visual slot: features [B, N, D], importance [B, N], keys [B, N, Dh].
+
+    Newline slots: the learned newline vector, importance 0 (no tower attention reaches it, so it ranks below
+    every patch, which all receive some), zero keys. A shrunk (interpolated) slot mixes its taps' signals with
+    the same weights as its features."""
+    tower = self.vision_tower(pixels.crops, self.config.feature_layers)
+    features = self.projector(tower.hidden)  # [C, Np, D]
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # [C * Np, ...]
+    newline, valid = pixels.newline, layout.valid  # [B, N]
+    real = valid & ~newline
+    out = jnp.where(newline[..., None], self.image_newline[...].astype(features.dtype),
+                    _taps(flat(features), pixels.source, pixels.weight))
+    out = jnp.where(valid[..., None], out, 0)
+    importance = jnp.where(real, _taps(flat(tower.importance), pixels.source, pixels.weight), 0.0)
+    keys = jnp.where(real[..., None], _taps(flat(tower.keys), pixels.source, pixels.weight), 0.0)
+    return VisionSignals(features=out, layout=layout, importance=importance, keys=keys)
+
+  def input_tokens(self, inputs: ModelInputs) -> tuple[Tokens, VisionSignals | None]:
+    """A padded batch -> decoder input Tokens (visual tokens at the `<image>` placeholders, 1-D positions counting
+    valid tokens) and the vision-side signals (None for a text-only batch)."""
+    ids, valid = jnp.asarray(inputs.ids), jnp.asarray(inputs.valid)
+    image = ids == self.config.image_token_id  # [B, L] real and padded visual slots
+    hidden = self.language_model.embed(jnp.where(image, 0, ids))  # [B, L, D]
+    if inputs.pixels is None:
+      return make_tokens(hidden, valid, jnp.zeros_like(image), inputs.query, positions=inputs.positions), None
+    vision = self.encode_images(inputs.pixels, inputs.layout)
+    tokens = make_tokens(hidden, valid, image, inputs.query, positions=inputs.positions)
+    slot = jnp.clip(tokens.patch, 0, vision.features.shape[1] - 1)  # [B, L] visual slot per token
+    merged = jnp.take_along_axis(vision.features, slot[..., None], axis=1).astype(hidden.dtype)  # [B, L, D]
+    hidden = jnp.where((image & valid)[..., None], merged, jnp.where(image[..., None], 0, hidden))
+    image_id = jnp.where(image, jnp.take_along_axis(vision.layout.image, slot, axis=1), -1)  # [B, L] view index
+    return tokens.replace(hidden=hidden, image_id=image_id.astype(jnp.int32)), vision
