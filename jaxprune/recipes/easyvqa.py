@@ -61,11 +61,13 @@ def easyvqa_words() -> list[str]:
   return sorted(words)
 
 
-def build_tokenizer():
-  """Word-level `PreTrainedTokenizerFast`: <pad>=0, <s>=1, </s>=2, <unk>=3, <image>=4, "\\n"=5, then words."""
+def build_tokenizer(task_words: Sequence[str] | None = None):
+  """Word-level `PreTrainedTokenizerFast`: <pad>=0, <s>=1, </s>=2, <unk>=3, <image>=4, "\\n"=5, then words
+  (`task_words`, default: easy-VQA's)."""
   from tokenizers import AddedToken, Tokenizer, models
   from transformers import PreTrainedTokenizerFast
-  words = [w for w in (*PROMPT_WORDS, *easyvqa_words()) if w not in SPECIAL_TOKENS]
+  task_words = easyvqa_words() if task_words is None else task_words
+  words = [w for w in (*PROMPT_WORDS, *task_words) if w not in SPECIAL_TOKENS]
   names = list(SPECIAL_TOKENS) + [NEWLINE] + list(dict.fromkeys(words))
   tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(names)}, unk_token="<unk>"))
   tok.normalizer, tok.pre_tokenizer = _word_pipeline()
@@ -78,14 +80,14 @@ def build_tokenizer():
   return fast
 
 
-def build_image_processor():
-  """CLIP preprocessing at 64x64: easy-VQA images pass through unresized, then CLIP mean/std."""
+def build_image_processor(size: int = IMAGE_SIZE):
+  """CLIP preprocessing at size x size (64: easy-VQA images pass through unresized), then CLIP mean/std."""
   from transformers.utils import logging
   level = logging.get_verbosity()
   logging.set_verbosity_error()  # "torchvision not installed, falling back to the PIL backend": that is fine
   try:
     from transformers import CLIPImageProcessor
-    return CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
                               image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
   finally:
     logging.set_verbosity(level)
@@ -144,7 +146,8 @@ class Recipe:
     return self.batch_size // self.questions_per_image
 
 
-def model_config(recipe: Recipe, vocab_size: int, *, bos: int, eos: int, pad: int, image_token: int):
+def model_config(recipe: Recipe, vocab_size: int, *, bos: int, eos: int, pad: int, image_token: int,
+                 image_size: int = IMAGE_SIZE, patch_size: int = 4):
   from jaxprune.models.config import TextConfig
   from jaxprune.models.llava import LlavaConfig, VisionConfig
   r = recipe
@@ -154,8 +157,8 @@ def model_config(recipe: Recipe, vocab_size: int, *, bos: int, eos: int, pad: in
                     max_position_embeddings=512, tie_word_embeddings=r.tie_embeddings, bos_token_id=bos, eos_token_id=eos,
                     pad_token_id=pad)
   vision = VisionConfig(hidden_size=r.vision_hidden, intermediate_size=4 * r.vision_hidden,
-                        num_layers=r.vision_layers_used + 1, num_heads=r.vision_heads, image_size=IMAGE_SIZE,
-                        patch_size=4, layer_norm_eps=1e-5, hidden_act="quick_gelu")
+                        num_layers=r.vision_layers_used + 1, num_heads=r.vision_heads, image_size=image_size,
+                        patch_size=patch_size, layer_norm_eps=1e-5, hidden_act="quick_gelu")
   return LlavaConfig(text=text, vision=vision, image_token_id=image_token, vision_feature_layer=-2,
                      vision_feature_select_strategy="default", projector_hidden_act="gelu")
 
@@ -262,9 +265,9 @@ def hflip(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return np.where(flip[:, None, None, None], pixels[..., ::-1], pixels)
 
 
-def tower_states(model, pixels: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+def tower_states(model, pixels: np.ndarray, *, batch_size: int = 64, mirror: bool = True) -> np.ndarray:
   """[I, C, H, W] -> [2, I, Nv, Dv] the layer -2 patch states LLaVA reads, of each image and of its mirror
-  image (index 0: as is, 1: mirrored), for stage 2 with a frozen tower."""
+  image (index 0: as is, 1: mirrored), for stage 2 with a frozen tower; mirror=False: [1, I, Nv, Dv]."""
   import jax
   from flax import nnx
   graphdef, state = nnx.split(model)
@@ -273,7 +276,7 @@ def tower_states(model, pixels: np.ndarray, *, batch_size: int = 64) -> np.ndarr
   def encode(state, x):  # only the tower runs: XLA drops the unused projector
     return nnx.merge(graphdef, state).encode_images(x).tower_states  # [B, Nv, Dv]
   out = [[np.asarray(encode(state, x[lo:lo + batch_size])) for lo in range(0, len(x), batch_size)]
-         for x in (pixels, np.ascontiguousarray(pixels[..., ::-1]))]
+         for x in ((pixels, np.ascontiguousarray(pixels[..., ::-1])) if mirror else (pixels,))]
   return np.stack([np.concatenate(o) for o in out])
 
 
@@ -394,7 +397,7 @@ def answer_loss(lm, tokens, ids, target):
   return token_losses(lm, h, ids, target)
 
 
-def shared_prefix_loss(model, prefix, features, image_of, ids, valid, target):
+def shared_prefix_loss(model, prefix, features, image_of, ids, valid, target, visual_keep=None):
   """Per-question losses, computing each image's prefix once: identical to running every full sequence.
 
   prefix [P] token ids shared by all questions, features [Bi, Nv, D] each image's visual tokens (projector
@@ -403,6 +406,10 @@ def shared_prefix_loss(model, prefix, features, image_of, ids, valid, target):
   depend on the question: the prefix runs once per image, and each question's suffix attends to its image's
   cached prefix K/V (the decoder's own cached-attention path, `DecoderLayer` with `cache_kv`). Positions are
   0..P-1 for the prefix and P.. for the suffix, as in generation.
+
+  visual_keep [Bi, P] bool (optional; True on every text token): train on visual tokens dropped before the LLM,
+  as K = 0 pruning runs them. Dropped tokens are masked out as keys and the rest renumbered contiguously,
+  which equals removing them from the sequence.
   """
   import jax.numpy as jnp
   from jaxprune.models.llama import rope_inverse_frequencies, rope_tables
@@ -416,11 +423,19 @@ def shared_prefix_loss(model, prefix, features, image_of, ids, valid, target):
   xp = jnp.where(image[..., None], jnp.take_along_axis(features, slot[..., None], axis=1), hidden)
   xs = lm.embed(ids)  # [B, S, D]
   inv_freq = rope_inverse_frequencies(lm.config)
-  cos_p, sin_p = rope_tables(jnp.broadcast_to(jnp.arange(p), (n_img, p)), inv_freq)
-  cos_s, sin_s = rope_tables(jnp.broadcast_to(p + jnp.arange(s), (b, s)), inv_freq)
-  mask_p = jnp.tril(jnp.ones((p, p), bool))[None, None]  # [1, 1, P, P]
-  mask_s = jnp.concatenate([jnp.ones((b, 1, s, p), bool),
-                            jnp.tril(jnp.ones((s, s), bool))[None, None] & valid[:, None, None, :]], axis=-1)
+  causal_s = jnp.tril(jnp.ones((s, s), bool))[None, None] & valid[:, None, None, :]  # [B, 1, S, S]
+  if visual_keep is None:
+    cos_p, sin_p = rope_tables(jnp.broadcast_to(jnp.arange(p), (n_img, p)), inv_freq)
+    cos_s, sin_s = rope_tables(jnp.broadcast_to(p + jnp.arange(s), (b, s)), inv_freq)
+    mask_p = jnp.tril(jnp.ones((p, p), bool))[None, None]  # [1, 1, P, P]
+    mask_s = jnp.concatenate([jnp.ones((b, 1, s, p), bool), causal_s], axis=-1)
+  else:
+    kept = jnp.cumsum(visual_keep, axis=1)  # [Bi, P]; a dropped token's position is never read
+    cos_p, sin_p = rope_tables(kept - 1, inv_freq)
+    cos_s, sin_s = rope_tables(kept[image_of, -1:] + jnp.arange(s), inv_freq)  # [B, S]
+    mask_p = jnp.tril(jnp.ones((p, p), bool))[None, None] & visual_keep[:, None, None, :]  # [Bi, 1, P, P]
+    mask_s = jnp.concatenate([jnp.broadcast_to(visual_keep[image_of][:, None, None, :], (b, 1, s, p)), causal_s],
+                             axis=-1)
   pad = ((0, 0), (0, s), (0, 0), (0, 0))
   for layer in lm.layers:
     xp_next, (kp, vp), _ = layer(xp, cos_p, sin_p, mask_p)  # kp/vp [Bi, P, G, Dh], post-RoPE
@@ -441,7 +456,7 @@ def loss_fn(model, batch: dict):
   else:
     features = model.encode_images(batch["pixels"]).features
   per_seq, count = shared_prefix_loss(model, batch["prefix"], features, batch["image_of"], batch["ids"],
-                                      batch["valid"], batch["target"])
+                                      batch["valid"], batch["target"], batch.get("visual_keep"))
   total, n = jnp.sum(per_seq), jnp.sum(count)
   if batch["blind_ids"].shape[0]:
     blind, _ = model.input_tokens(ModelInputs(ids=batch["blind_ids"], valid=batch["blind_valid"]))
@@ -601,8 +616,13 @@ def make_optimizer(recipe: Recipe, *, lr: float | None = None, steps: int | None
                      optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=recipe.weight_decay, mask=decay_mask))
 
 
-def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 10) -> dict[str, Any]:
-  """Train `model` in place on `split`; -> {"losses": [(step, loss)], "seconds": float, "seq_len": L}."""
+def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 10,
+          batches: Batches | None = None) -> dict[str, Any]:
+  """Train `model` in place on `split`; -> {"losses": [(step, loss)], "seconds": float, "seq_len": L,
+  "steps_per_second" (after the first log, so without compiling)}.
+
+  batches: another task's batch source (with its frozen tower's states when `recipe.freeze_vision`).
+  """
   import jax
   import optax
   from flax import nnx
@@ -610,13 +630,14 @@ def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 
 
   print(f"shared-prefix loss == plain loss (max diff {check_shared_prefix(model, split, pad_id):.1e})", flush=True)
   if recipe.freeze_vision:
-    start = time.perf_counter()
-    batches = Batches(split, recipe, pad_id, states=tower_states(model, split.pixels))
-    print(f"frozen tower: states of {len(split.pixels)} images x 2 orientations "
-          f"({batches.states.nbytes / 2**20:.0f} MB, {time.perf_counter() - start:.0f}s)", flush=True)
+    if batches is None:
+      start = time.perf_counter()
+      batches = Batches(split, recipe, pad_id, states=tower_states(model, split.pixels))
+      print(f"frozen tower: states of {len(split.pixels)} images x 2 orientations "
+            f"({batches.states.nbytes / 2**20:.0f} MB, {time.perf_counter() - start:.0f}s)", flush=True)
     graphdef, frozen, params = nnx.split(model, nnx.PathContains("vision_tower"), ...)
   else:
-    batches = Batches(split, recipe, pad_id)
+    batches = batches or Batches(split, recipe, pad_id)
     graphdef, frozen, params = nnx.split(model, nnx.Nothing(), ...)  # nothing frozen
   tx = make_optimizer(recipe)
   opt_state = tx.init(params)
@@ -634,6 +655,7 @@ def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 
   family_losses: dict[str, list[float]] = {k: [] for k in sorted(set(split.kinds))}
   pending: list[tuple[Any, Any, np.ndarray]] = []
   start = time.perf_counter()
+  first_log: tuple[int, float] | None = None  # (step, time) of the first log, after compiling
   bar = tqdm(range(recipe.steps), desc="train", unit="step", dynamic_ncols=True, mininterval=2.0)
   for i in bar:
     arrays, rows = batches.next()
@@ -646,12 +668,15 @@ def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 
       for k in family_losses:
         family_losses[k].append(float(seq[fam == k].mean()) if (fam == k).any() else float("nan"))
       pending = []
+      first_log = first_log or (i + 1, time.perf_counter())
       recent = {short.get(k, k): np.nanmean(v[-5:]) for k, v in family_losses.items()}
       bar.set_postfix(loss=f"{losses[-1][1]:.3f}", **{k: f"{v:.3f}" for k, v in recent.items()}, refresh=False)
   jax.block_until_ready(params)
-  seconds = time.perf_counter() - start
+  end = time.perf_counter()
   nnx.update(model, params)
-  return {"losses": losses, "family_losses": family_losses, "seconds": seconds, "seq_len": batches.seq_len}
+  rate = (recipe.steps - first_log[0]) / (end - first_log[1]) if first_log and recipe.steps > first_log[0] else None
+  return {"losses": losses, "family_losses": family_losses, "seconds": end - start, "seq_len": batches.seq_len,
+          "steps_per_second": rate}
 
 
 # --------------------------------------------------------------------------------------------- eval

@@ -1,0 +1,567 @@
+"""Train the scenes lab LLaVA (`checkpoints/llava-scenes`): a deep, narrow model for "where to prune" experiments.
+
+  python -m jaxprune.recipes.scenes --out checkpoints/llava-scenes      # the full recipe (about 60 min, 2 cores)
+
+LLaVA-1.5's architecture at lab size, so every pruning method and the HF converter apply unchanged: a CLIP-style
+ViT on the 96x96 `scenes` images with 8-px patches (a 12x12 grid, 144 visual tokens), a 2-layer GELU projector
+and a 12-layer Llama decoder of width 128. The machinery is the easy-VQA recipe's (`jaxprune.recipes.easyvqa`:
+tokenizer, shared-prefix loss, optimizer, train loop, greedy eval, HF export); what differs is here.
+
+Keeping information where it is. The lab's bounds `oracle` / `anti-oracle` prune at K = 0, before the LLM, so
+what a kept visual token knows is decided by the tower alone (the projector is per token). A tower trained
+end to end on the answers is free to copy a count or a colour into every background token (easy-VQA's tower
+did: its model reads answers from background patches). So:
+  stage 1  the tower alone learns a dense, per-patch task: for each 8-px cell, the colour and shape of the
+           object covering it (or background) and the cell of that object's centre (which groups an object's
+           cells, for counting, and states its position, for relations, even after K = 0 renumbering).
+           Background cells are trained to say "background", so nothing asks them to carry anyone's evidence;
+  stage 2  the tower is frozen (its states computed once per image) and the projector + decoder learn the
+           questions. No answer gradient reaches the tower, so its tokens stay local.
+Random visual-token dropping (`visual_drop_prob`): that share of the training images keeps a random k of the
+144 tokens (k uniform in [min_visual_keep, 144]), dropped before the LLM and renumbered exactly as K = 0
+pruning does. The decoder then has seen short visual prefixes (16 kept tokens is 11% of the sequence it
+otherwise knows) and images whose evidence is gone, where the only right move is the language prior: what
+`oracle` and `anti-oracle` at 16 tokens ask of it.
+More questions per image: each training scene carries its generated question (answer-balanced, with
+distractors) plus `questions_per_image - 1` more about the same scene, answered by the task's reference solver
+(`scenes.solve`); the image prefix (148 of ~165 tokens) then runs once for several questions.
+
+Shapes: B batch, Bi images, P prefix, S suffix, Nv visual tokens, Dv tower width, C cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from jaxprune.data import scenes
+from jaxprune.recipes import easyvqa as base
+
+IMAGE_SIZE = scenes.IMAGE_SIZE  # 96
+PATCH_SIZE = 8  # a 12x12 grid: 144 visual tokens
+GRID = IMAGE_SIZE // PATCH_SIZE
+PROG = "python -m jaxprune.recipes.scenes"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe(base.Recipe):
+  """Every knob of a run (the easy-VQA recipe's, with the scenes defaults); written into the model card."""
+
+  steps: int = 2400
+  batch_size: int = 96  # image-question sequences per step
+  questions_per_image: int = 4  # the scene's generated question + 3 more about the same scene
+  blind_per_step: int = 8  # text-only sequences (generated questions only: their answers are balanced)
+  family_shares: tuple[tuple[str, float], ...] | None = None  # all questions of an image are used
+  lr: float = 1.5e-3
+  warmup_steps: int = 150
+  vision_pretrain_steps: int = 600
+  vision_pretrain_images: int = 32
+  vision_pretrain_lr: float = 2e-3
+  augment: bool = False  # a mirror image would swap "left of" and "right of"
+  balance_yes_no: bool = False  # easy-VQA's reweighting; scenes answers are balanced by construction
+  plain_yes_no_steps: int = 0
+  freeze_vision: bool = True
+  vision_hidden: int = 96
+  vision_layers_used: int = 4
+  vision_heads: int = 4
+  text_hidden: int = 128
+  text_layers: int = 12
+  text_heads: int = 4
+  text_kv_heads: int = 2
+  mlp_ratio: int = 3
+  tie_embeddings: bool = False
+  eval_batch_size: int = 50
+  # scenes
+  train_images: int = 16000  # training scenes (items 0.. of the train split)
+  visual_drop_prob: float = 0.3  # share of training images that keep only a random subset of visual tokens
+  min_visual_keep: int = 16
+
+
+def model_config(recipe: Recipe, tokenizer):
+  vocab = -(-len(tokenizer) // 8) * 8
+  return base.model_config(recipe, vocab, bos=tokenizer.bos_token_id, eos=tokenizer.eos_token_id,
+                           pad=tokenizer.pad_token_id, image_token=tokenizer.convert_tokens_to_ids("<image>"),
+                           image_size=IMAGE_SIZE, patch_size=PATCH_SIZE)
+
+
+def build_tokenizer():
+  return base.build_tokenizer([*scenes.vocabulary(), "?"])
+
+
+def build_image_processor():
+  return base.build_image_processor(IMAGE_SIZE)
+
+
+def clip_pixels(images: np.ndarray) -> np.ndarray:
+  """uint8 [N, H, W, 3] at 96x96 -> [N, 3, H, W] float32, as `build_image_processor()` makes them (no resize
+  at this size; rescale, CLIP mean/std) without PIL round trips."""
+  x = images.astype(np.float32) * np.float32(1 / 255)
+  x = (x - np.asarray(base.CLIP_MEAN, np.float32)) / np.asarray(base.CLIP_STD, np.float32)
+  return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+# ------------------------------------------------------------------------------------ questions, labels
+
+
+def candidate_questions(objects: Sequence[scenes.SceneObject],
+                        types: Sequence[str] = scenes.QUESTION_TYPES) -> dict[str, list[tuple[str, str]]]:
+  """Every question of the templates of `types` this scene answers unambiguously -> {type: [(question, answer)]}.
+
+  Answers come from `scenes.solve`, the task's reference semantics; like the generator, relation questions
+  need every non-target object clearly outside the anchor's band (`slack=GAP`), and counts run 1-4.
+  """
+  out: dict[str, list[tuple[str, str]]] = {t: [] for t in types}
+
+  def ask(qtype: str, form: str, params: dict, question: str) -> None:
+    if qtype not in out:
+      return
+    try:
+      answer, referenced = scenes.solve(qtype, form, params, objects)
+    except ValueError:  # not unique: the generator never asks it
+      return
+    if qtype == "counting" and answer not in {str(k) for k in scenes.COUNTS}:
+      return
+    if qtype == "relation":
+      anchor = [i for i in referenced if (objects[i].shape, objects[i].colour) == (params["shape"], params["colour"])]
+      near = [o for i, o in enumerate(objects)
+              if i != anchor[0] and scenes.in_relation(objects[anchor[0]], o, params["relation"], slack=scenes.GAP)]
+      if len(near) != 1:
+        return
+    out[qtype].append((question, answer))
+
+  for shape in scenes.SHAPES:
+    ask("attribute", "color", {"shape": shape}, f"what color is the {shape}?")
+    ask("counting", "shape", {"shape": shape}, f"how many {shape}s are there?")
+  for colour in scenes.COLOURS:
+    ask("attribute", "shape", {"colour": colour}, f"what shape is the {colour} object?")
+    ask("counting", "color", {"colour": colour}, f"how many {colour} shapes are there?")
+    for shape in scenes.SHAPES:
+      ask("existence", "exists", {"shape": shape, "colour": colour}, f"is there a {colour} {shape}?")
+  for obj in objects:
+    for relation in scenes.RELATIONS:
+      params = {"shape": obj.shape, "colour": obj.colour, "relation": relation}
+      ask("relation", "shape", params, f"what shape is {relation} the {obj.colour} {obj.shape}?")
+      ask("relation", "color", params, f"what color is the shape {relation} the {obj.colour} {obj.shape}?")
+  return out
+
+
+def draw_questions(objects: Sequence[scenes.SceneObject], n: int,
+                   rng: np.random.Generator) -> list[tuple[str, str, str]]:
+  """n (type, question, answer) about a scene: a type uniformly (redrawn if this scene has no such question),
+  then an answer uniformly among that type's answers here (so "no" and small counts do not dominate), then a
+  question with it. Candidates are enumerated per type, only for the types drawn."""
+  candidates: dict[str, list[tuple[str, str]]] = {}
+  out = []
+  while len(out) < n:
+    qtype = scenes.QUESTION_TYPES[rng.integers(len(scenes.QUESTION_TYPES))]
+    if qtype not in candidates:
+      candidates.update(candidate_questions(objects, (qtype,)))
+    if not candidates[qtype]:  # e.g. no unique anchor for a relation; attribute/existence always have some
+      continue
+    answers = sorted({a for _, a in candidates[qtype]})
+    answer = answers[rng.integers(len(answers))]
+    questions = [q for q, a in candidates[qtype] if a == answer]
+    out.append((qtype, questions[rng.integers(len(questions))], answer))
+  return out
+
+
+def cell_labels(objects: Sequence[scenes.SceneObject]) -> np.ndarray:
+  """int32 [C, 4] per 8-px cell (row-major): colour (0 background, 1..4), shape (0, 1..4), and the row and
+  column of the centre cell of the object covering it (-1 on background). A cell touched by two objects
+  belongs to the one with more pixels in it."""
+  counts = np.stack([scenes.object_mask(o).reshape(GRID, PATCH_SIZE, GRID, PATCH_SIZE).sum((1, 3)).ravel()
+                     for o in objects])  # [objects, C]
+  owner = np.where(counts.max(0) > 0, counts.argmax(0), -1)  # [C]
+  colour = np.array([list(scenes.COLOURS).index(o.colour) + 1 for o in objects])
+  shape = np.array([scenes.SHAPES.index(o.shape) + 1 for o in objects])
+  centre = np.array([[min(int(o.y // PATCH_SIZE), GRID - 1), min(int(o.x // PATCH_SIZE), GRID - 1)] for o in objects])
+  bg = owner < 0
+  own = np.maximum(owner, 0)
+  return np.stack([np.where(bg, 0, colour[own]), np.where(bg, 0, shape[own]),
+                   np.where(bg, -1, centre[own, 0]), np.where(bg, -1, centre[own, 1])], axis=1).astype(np.int32)
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass
+class ScenesSplit(base.Split):
+  """`base.Split` + per-image cell labels [I, C, 4] (stage 1) and which questions are the generated ones."""
+
+  cells: np.ndarray | None = None
+  generated: np.ndarray | None = None  # [N] bool: the item's own question (vs one drawn by `draw_questions`)
+
+
+def load_split(split: str, num_images: int, tokenizer, cfg, *, questions_per_image: int = 1,
+               seed: int = 0) -> ScenesSplit:
+  """Scenes 0..num_images-1 of a split (exactly the items `load_task("scenes")` holds), each with its own
+  question first and then `questions_per_image - 1` drawn ones."""
+  from jaxprune.prompts import build_prompt
+  if num_images < 1 or questions_per_image < 1:
+    raise ValueError(f"scenes {split}: need >= 1 image and question per image, got {num_images}, {questions_per_image}")
+  rng = np.random.default_rng([seed, 7, scenes._SPLIT_CODES[split]])
+  images = np.empty((num_images, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+  cells = np.empty((num_images, GRID * GRID, 4), np.int32)
+  kinds, questions, answers, index, generated = [], [], [], [], []
+  for i in range(num_images):
+    scene, item_rng = scenes.make_scene(split, i)
+    images[i], _ = scenes.render(scene, item_rng)  # same pixels as the item's PNG
+    cells[i] = cell_labels(scene.objects)
+    drawn = draw_questions(scene.objects, questions_per_image - 1, rng) if questions_per_image > 1 else []
+    for k, (qtype, question, answer) in enumerate([(scene.question_type, scene.question, scene.answer), *drawn]):
+      kinds.append(qtype), questions.append(question), answers.append(answer), index.append(i)
+      generated.append(k == 0)
+  prompt_of, blind_of, answer_of = {}, {}, {}  # a few hundred distinct strings: tokenize each once
+  for q, a in zip(questions, answers):
+    if q not in prompt_of:
+      prompt_of[q] = build_prompt(tokenizer, q, image_token_id=cfg.image_token_id,
+                                  num_image_tokens=cfg.num_image_tokens)
+      blind_of[q] = build_prompt(tokenizer, q, image_token_id=None, num_image_tokens=0)
+      if tokenizer.unk_token_id in prompt_of[q].ids:
+        raise ValueError(f"scenes {split}: the tokenizer has no word for part of {q!r}")
+    answer_of.setdefault(a, tokenizer.encode(a, add_special_tokens=False) + [tokenizer.eos_token_id])
+  return ScenesSplit(questions, answers, kinds, [prompt_of[q] for q in questions], [blind_of[q] for q in questions],
+                     [answer_of[a] for a in answers], np.asarray(index, np.int32), clip_pixels(images),
+                     cells=cells, generated=np.asarray(generated))
+
+
+class Batches(base.Batches):
+  """Every question of `images_per_step` images (an epoch-wise permutation), blind questions drawn from the
+  generated ones, and `visual_keep` [Bi, P]: which prefix tokens survive random visual-token dropping."""
+
+  def __init__(self, split: ScenesSplit, recipe: Recipe, pad_id: int, image_token_id: int,
+               states: np.ndarray | None = None):
+    super().__init__(split, recipe, pad_id, states)
+    if any(len(q) != recipe.questions_per_image for q in self.questions_of):
+      raise ValueError(f"every scene needs exactly {recipe.questions_per_image} questions")
+    self.generated_rows = np.flatnonzero(split.generated)
+    self.visual_slots = np.flatnonzero(self.prefix == image_token_id)  # [Nv] prefix positions of the image
+
+  def visual_keep(self, n_images: int) -> np.ndarray:
+    r, rng = self.recipe, self.rng
+    keep = np.ones((n_images, len(self.prefix)), bool)
+    nv = len(self.visual_slots)
+    for row in np.flatnonzero(rng.random(n_images) < r.visual_drop_prob):
+      k = int(rng.integers(min(r.min_visual_keep, nv), nv + 1))
+      keep[row, self.visual_slots[rng.permutation(nv)[k:]]] = False
+    return keep
+
+  def next(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    r, rng = self.recipe, self.rng
+    if self.cursor + r.images_per_step > len(self.order):
+      self.order, self.cursor = rng.permutation(len(self.order)), 0
+    images = self.order[self.cursor:self.cursor + r.images_per_step]
+    self.cursor += r.images_per_step
+    rows = np.concatenate([self.questions_of[i] for i in images])  # [B], image-major
+    blind = rng.choice(self.generated_rows, r.blind_per_step)
+    vision = ({"pixels": self.split.pixels[images]} if self.states is None
+              else {"tower_states": self.states[0, images]})  # [Bi, Nv, Dv]
+    arrays = {"prefix": self.prefix, **vision, "visual_keep": self.visual_keep(len(images)),
+              "image_of": np.repeat(np.arange(len(images), dtype=np.int32), r.questions_per_image),
+              "ids": self.ids[rows], "valid": self.valid[rows], "target": self.target[rows],
+              "blind_ids": self.blind[0][blind], "blind_valid": self.blind[1][blind],
+              "blind_target": self.blind[2][blind]}
+    return arrays, rows
+
+
+# ---------------------------------------------------------------------------------- stage 1: tower
+
+
+def pretrain_tower(model, recipe: Recipe, split: ScenesSplit, *, test: ScenesSplit | None = None,
+                   log_every: int = 20) -> dict[str, Any]:
+  """Stage 1: train `model.vision_tower` in place on per-cell labels (`cell_labels`) through four linear heads
+  on the patch states LLaVA reads (layer -2, [CLS] dropped); the heads are thrown away afterwards.
+
+  -> {"seconds", "losses": [(step, loss)], "test": {head: accuracy on the test images' cells}} (object cells
+  only for the centre heads).
+  """
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from flax import nnx
+  from tqdm import tqdm
+  heads_spec = (("colour", 1 + len(scenes.COLOURS)), ("shape", 1 + len(scenes.SHAPES)), ("centre row", GRID),
+                ("centre col", GRID))
+
+  class CellHeads(nnx.Module):
+    def __init__(self, tower, width: int, rngs: nnx.Rngs):
+      self.tower = tower  # the model's own tower: training this module trains it
+      self.heads = nnx.List([nnx.Linear(width, n, rngs=rngs) for _, n in heads_spec])
+
+    def __call__(self, pixels):  # -> [B, C, classes] per head
+      states, _, _ = self.tower(pixels, model.config.feature_layers)  # [B, C + 1, Dv]
+      return [head(states[:, 1:]) for head in self.heads]
+
+  heads = CellHeads(model.vision_tower, model.config.vision.hidden_size, nnx.Rngs(recipe.seed + 1))
+  graphdef, params = nnx.split(heads)
+  steps = recipe.vision_pretrain_steps
+  tx = base.make_optimizer(recipe, lr=recipe.vision_pretrain_lr, steps=steps, warmup_steps=min(50, steps // 2))
+  opt_state = tx.init(params)
+
+  def losses_of(p, pixels, labels):  # labels [B, C, 4]
+    total = 0.0
+    for k, logits in enumerate(nnx.merge(graphdef, p)(pixels)):
+      known = labels[..., k] >= 0
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels[..., k], 0))
+      total = total + jnp.sum(ce * known) / jnp.maximum(jnp.sum(known), 1)
+    return total
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, pixels, labels):
+    loss, grads = jax.value_and_grad(losses_of)(params, pixels, labels)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  rng = np.random.default_rng(recipe.seed + 1)
+  order, cursor = rng.permutation(len(split.pixels)), 0
+  losses, pending = [], []
+  start = time.perf_counter()
+  bar = tqdm(range(steps), desc="stage 1: tower (per-cell)", unit="step", dynamic_ncols=True, mininterval=2.0)
+  for i in bar:
+    n = recipe.vision_pretrain_images
+    if cursor + n > len(order):
+      order, cursor = rng.permutation(len(split.pixels)), 0
+    rows = order[cursor:cursor + n]
+    cursor += n
+    params, opt_state, loss = step(params, opt_state, split.pixels[rows], split.cells[rows])
+    pending.append(loss)
+    if (i + 1) % log_every == 0 or i + 1 == steps:
+      losses.append((i + 1, float(np.mean([float(x) for x in pending]))))
+      pending = []
+      bar.set_postfix(loss=f"{losses[-1][1]:.3f}", refresh=False)
+  jax.block_until_ready(params)
+  nnx.update(heads, params)  # writes the trained tower into `model`
+  info: dict[str, Any] = {"seconds": time.perf_counter() - start, "losses": losses}
+  if test is not None:
+    predict = jax.jit(lambda p, x: [jnp.argmax(l, -1) for l in nnx.merge(graphdef, p)(x)])
+    n = recipe.eval_batch_size
+    got = [predict(params, test.pixels[lo:lo + n]) for lo in range(0, len(test.pixels), n)]
+    info["test"] = {}
+    for k, (name, _) in enumerate(heads_spec):
+      pred, truth = np.concatenate([np.asarray(g[k]) for g in got]), test.cells[..., k]
+      info["test"][name] = float((pred == truth)[truth >= 0].mean())
+  return info
+
+
+# --------------------------------------------------------------------------------------- model card
+
+
+CARD = """# llava-scenes: a deep, narrow LLaVA trained on jaxprune's `scenes` lab task
+
+**A lab model for pruning experiments, not a general VLM**: it knows the `scenes` question templates and
+96x96 images of 3-6 flat shapes. LLaVA-1.5's architecture (CLIP ViT, layer -2 features without [CLS], 2-layer
+GELU projector, Llama decoder, prompt `USER: <image>\\n{{question}} ASSISTANT:`), so every pruning method applies.
+
+## Results ({n_test} items of the scenes test split, seed 0; greedy decoding, exact match)
+
+| question type | with image | blind (text only) |
+|---|---|---|
+| **all** | **{test_accuracy}** | **{blind_accuracy}** |
+{rows}
+
+Blind = the image removed from the prompt (jaxprune's blind filter). The task's text-only floor (majority answer
+per question string, `scenes.text_only_floor`) is about attr 26.8 / exist 47.0 / count 23.6 / relation 22.8 %.
+
+## Model ({n_params} parameters, float32, {checkpoint_mb} MB)
+
+Vision: {image_size}x{image_size} input, patch {patch_size} ({num_patches} visual tokens, a {grid}x{grid} grid),
+width {vision_width}, {vision_layers_used} layers run (+1 inert exported layer for `vision_feature_layer=-2`).
+Decoder: Llama, width {text_width}, {text_layers} layers, {text_heads} heads / {kv_heads} KV heads, SwiGLU {text_mlp}.
+Tokenizer: word-level over `scenes.vocabulary()` and `?`, specials as llava-easyvqa's ({vocab_size} ids).
+
+## Data and recipe
+
+Training: scenes 0..{train_images_minus_1} of the train split (seed 0), each with its generated question and
+{extra} more about the same scene answered by `scenes.solve` ({n_train} questions). Stage 1
+({pretrain_steps} steps, {stage1_minutes} min): the tower alone, with per-8-px-cell heads for colour, shape
+(background included) and the object's centre cell; test-cell accuracy {stage1_acc}. Stage 2 ({steps} steps of
+{batch_size} questions + {blind_per_step} blind, {train_minutes} min): tower frozen, projector + decoder with
+teacher forcing; {drop_pct} of the images keep a random {min_keep}..{num_patches} of their visual tokens
+(dropped before the LLM, renumbered as K = 0 pruning does). Why: K = 0 pruning reads tokens whose content the
+tower alone decides; a per-cell objective and a frozen tower keep each token about its own cell and object.
+Final stage-2 loss (mean of the last {n_last_losses} logs) {final_loss}.
+
+| knob | value |
+|---|---|
+{hp}
+
+Total wall time {total_minutes} min on {machine} (1-min load {load_text}). Command:
+
+```
+{command}
+```
+"""
+
+
+def model_card(*, recipe: Recipe, cfg, command: str, n_params: int, info: dict, test: dict, blind: dict,
+               n_train: int, n_test: int, seconds_total: float, checkpoint_mb: float) -> str:
+  pct = lambda x: f"{100 * x:.2f}%"
+  rows = "\n".join(f"| {k} | {pct(test['by_kind'][k])} | {pct(blind['by_kind'][k])} |" for k in sorted(test["by_kind"]))
+  stage1 = info.get("stage1") or {"seconds": 0.0, "test": {}}
+  t, v = cfg.text, cfg.vision
+  return CARD.format(
+      n_test=n_test, test_accuracy=pct(test["accuracy"]), blind_accuracy=pct(blind["accuracy"]), rows=rows,
+      n_params=f"{n_params:,}", checkpoint_mb=f"{checkpoint_mb:.1f}", image_size=v.image_size,
+      patch_size=v.patch_size, num_patches=v.num_patches, grid=GRID, vision_width=v.hidden_size,
+      vision_layers_used=cfg.vision_layers_used, text_width=t.hidden_size, text_layers=t.num_layers,
+      text_heads=t.num_heads, kv_heads=t.num_kv_heads, text_mlp=t.intermediate_size, vocab_size=t.vocab_size,
+      train_images_minus_1=recipe.train_images - 1, extra=recipe.questions_per_image - 1, n_train=n_train,
+      pretrain_steps=recipe.vision_pretrain_steps, stage1_minutes=f"{stage1['seconds'] / 60:.1f}",
+      stage1_acc=", ".join(f"{k} {pct(a)}" for k, a in stage1["test"].items()) or "n/a",
+      steps=recipe.steps, batch_size=recipe.batch_size, blind_per_step=recipe.blind_per_step,
+      train_minutes=f"{info['seconds'] / 60:.1f}", drop_pct=pct(recipe.visual_drop_prob),
+      min_keep=recipe.min_visual_keep, n_last_losses=min(10, len(info["losses"])),
+      final_loss=f"{np.mean([l for _, l in info['losses'][-10:]]):.4f}" if info["losses"] else "n/a",
+      hp="\n".join(f"| `{k}` | {v} |" for k, v in dataclasses.asdict(recipe).items()),
+      total_minutes=f"{seconds_total / 60:.1f}", machine=base.machine_description(),
+      load_text=" -> ".join(f"{x:.1f}" for x in info.get("load", ())), command=command)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def stage2_steps_for(minutes: float, model, recipe: Recipe, split: ScenesSplit, batches: Batches, pad_id: int,
+                     elapsed: float, eval_seconds: float) -> int:
+  """Steps that fit the rest of a `minutes` budget: a 30-step timing run on a copy of the model (compile
+  excluded), then what remains after `elapsed` seconds and the expected eval time."""
+  from flax import nnx
+  probe = dataclasses.replace(recipe, steps=30, warmup_steps=5)
+  start = time.perf_counter()
+  rate = base.train(nnx.clone(model), probe, split, pad_id, log_every=10, batches=batches)["steps_per_second"]
+  left = minutes * 60 - elapsed - (time.perf_counter() - start) - eval_seconds
+  steps = int(left * rate)
+  print(f"budget: {rate:.2f} steps/s -> {steps} stage-2 steps in the {left / 60:.1f} min left", flush=True)
+  if steps < 50:
+    raise SystemExit(f"{PROG}: --minutes {minutes:g} leaves {max(left, 0) / 60:.1f} min for stage 2 ({steps} steps)")
+  return steps
+
+
+def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPLIT_SIZES["test"],
+        minutes: float | None = None, command: str = "") -> dict[str, Any]:
+  """Build, pretrain the tower, train, evaluate and export; -> summary dict (also printed by the CLI)."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from jaxprune.models.llava import Llava
+  from jaxprune.models.llava.export import save_hf_llava
+
+  t0 = time.perf_counter()
+  load_at_start = os.getloadavg()[0]
+  tokenizer, processor = build_tokenizer(), build_image_processor()
+  cfg = model_config(recipe, tokenizer)
+  train_split = load_split("train", recipe.train_images, tokenizer, cfg, questions_per_image=recipe.questions_per_image,
+                           seed=recipe.seed)
+  test_split = load_split("test", test_images, tokenizer, cfg)
+  print(f"data: {len(train_split)} train questions / {len(train_split.pixels)} scenes, {len(test_split)} test items "
+        f"({time.perf_counter() - t0:.0f}s)", flush=True)
+
+  model = Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(recipe.seed))
+  n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  print(f"model: {n_params:,} parameters, {cfg.num_image_tokens} visual tokens, {cfg.text.num_layers} decoder "
+        f"layers; {recipe}", flush=True)
+  stage1 = pretrain_tower(model, recipe, train_split, test=test_split) if recipe.vision_pretrain_steps else None
+  if stage1:
+    print(f"stage 1: {stage1['seconds']:.0f}s, test cells {stage1['test']}", flush=True)
+  start = time.perf_counter()
+  states = base.tower_states(model, train_split.pixels, mirror=False) if recipe.freeze_vision else None
+  batches = Batches(train_split, recipe, tokenizer.pad_token_id, cfg.image_token_id, states=states)
+  print(f"frozen tower states: {len(train_split.pixels)} scenes ({time.perf_counter() - start:.0f}s)", flush=True)
+  if minutes is not None:  # eval of 2000 items x 2 takes about a minute on 2 cores (measured in the pilot)
+    steps = stage2_steps_for(minutes, model, recipe, train_split, batches, tokenizer.pad_token_id,
+                             time.perf_counter() - t0, eval_seconds=90 * len(test_split) / 2000)
+    recipe = dataclasses.replace(recipe, steps=steps, warmup_steps=min(recipe.warmup_steps, steps // 10))
+    # a fresh source: the same draws as a run given --steps
+    batches = Batches(train_split, recipe, tokenizer.pad_token_id, cfg.image_token_id, states=states)
+  info = base.train(model, recipe, train_split, tokenizer.pad_token_id, batches=batches)
+  info["stage1"] = stage1
+  info["load"] = (load_at_start, os.getloadavg()[0])
+  test = base.evaluate(model, tokenizer, test_split, blind=False, batch_size=recipe.eval_batch_size)
+  blind = base.evaluate(model, tokenizer, test_split, blind=True, batch_size=recipe.eval_batch_size)
+  print(f"test accuracy {test['accuracy']:.4f} {test['by_kind']}; blind {blind['accuracy']:.4f} {blind['by_kind']}",
+        flush=True)
+
+  out = Path(out)
+  save_hf_llava(model, cfg, out, tokenizer=tokenizer, image_processor=processor)
+  size_mb = sum(f.stat().st_size for f in out.iterdir() if f.is_file() and f.name != "README.md") / 2**20
+  seconds = time.perf_counter() - t0
+  (out / "README.md").write_text(model_card(
+      recipe=recipe, cfg=cfg, command=command, n_params=n_params, info=info, test=test, blind=blind,
+      n_train=len(train_split), n_test=len(test_split), seconds_total=seconds, checkpoint_mb=size_mb))
+  summary = {"test_accuracy": test["accuracy"], "test_by_kind": test["by_kind"], "blind_accuracy": blind["accuracy"],
+             "blind_by_kind": blind["by_kind"], "stage1_test_cells": stage1["test"] if stage1 else None,
+             "stage1_losses": stage1["losses"] if stage1 else None,
+             "steps": recipe.steps, "steps_per_second": info["steps_per_second"], "train_seconds": info["seconds"],
+             "total_seconds": seconds, "losses": info["losses"], "checkpoint_mb": size_mb, "params": n_params,
+             "out": str(out)}
+  print(json.dumps({k: v for k, v in summary.items() if k not in ("losses", "stage1_losses")}, indent=2), flush=True)
+  return summary
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message: str):  # one line, not usage + message
+    raise SystemExit(f"{PROG}: {message}")
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  d = Recipe()
+  p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+  p.add_argument("--out", required=True, help="checkpoint directory to write (HF LLaVA format + README.md)")
+  budget = p.add_mutually_exclusive_group()
+  budget.add_argument("--steps", type=int, default=d.steps, help="stage-2 steps")
+  budget.add_argument("--minutes", type=float, default=None,
+                      help="wall-time budget of the whole run: stage-2 steps are set from a timing probe")
+  p.add_argument("--batch-size", type=int, default=d.batch_size)
+  p.add_argument("--questions-per-image", type=int, default=d.questions_per_image)
+  p.add_argument("--lr", type=float, default=d.lr)
+  p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+  p.add_argument("--vision-pretrain-steps", type=int, default=d.vision_pretrain_steps)
+  p.add_argument("--train-images", type=int, default=d.train_images)
+  p.add_argument("--test-images", type=int, default=scenes.SPLIT_SIZES["test"], help="first N test items")
+  p.add_argument("--visual-drop-prob", type=float, default=d.visual_drop_prob)
+  p.add_argument("--min-visual-keep", type=int, default=d.min_visual_keep)
+  p.add_argument("--text-hidden", type=int, default=d.text_hidden)
+  p.add_argument("--text-layers", type=int, default=d.text_layers)
+  p.add_argument("--vision-hidden", type=int, default=d.vision_hidden)
+  p.add_argument("--vision-layers", type=int, default=d.vision_layers_used, help="encoder layers that run")
+  p.add_argument("--seed", type=int, default=d.seed)
+  args = p.parse_args(argv)
+  positive = {"--steps": args.steps, "--batch-size": args.batch_size, "--questions-per-image": args.questions_per_image,
+              "--train-images": args.train_images, "--test-images": args.test_images, "--text-hidden": args.text_hidden,
+              "--text-layers": args.text_layers, "--vision-hidden": args.vision_hidden,
+              "--vision-layers": args.vision_layers, "--min-visual-keep": args.min_visual_keep}
+  for flag, value in positive.items():
+    if value < 1:
+      p.error(f"{flag} must be >= 1, got {value}")
+  if args.minutes is not None and args.minutes <= 0:
+    p.error(f"--minutes must be > 0, got {args.minutes:g}")
+  if args.batch_size % args.questions_per_image:
+    p.error(f"--batch-size {args.batch_size} is not a multiple of --questions-per-image {args.questions_per_image}")
+  if not 0 <= args.visual_drop_prob <= 1:
+    p.error(f"--visual-drop-prob must lie in [0, 1], got {args.visual_drop_prob:g}")
+  if args.min_visual_keep > GRID * GRID:
+    p.error(f"--min-visual-keep {args.min_visual_keep} exceeds the {GRID * GRID} visual tokens")
+  if args.test_images > scenes.SPLIT_SIZES["test"]:
+    p.error(f"--test-images {args.test_images} exceeds the test split's {scenes.SPLIT_SIZES['test']} items")
+  if args.text_hidden % d.text_heads or args.vision_hidden % d.vision_heads:
+    p.error(f"--text-hidden / --vision-hidden must be multiples of {d.text_heads} / {d.vision_heads} heads")
+  recipe = dataclasses.replace(
+      d, steps=args.steps, batch_size=args.batch_size, questions_per_image=args.questions_per_image, lr=args.lr,
+      warmup_steps=min(args.warmup_steps, args.steps // 2), vision_pretrain_steps=args.vision_pretrain_steps,
+      train_images=args.train_images, visual_drop_prob=args.visual_drop_prob, min_visual_keep=args.min_visual_keep,
+      text_hidden=args.text_hidden, text_layers=args.text_layers, vision_hidden=args.vision_hidden,
+      vision_layers_used=args.vision_layers, seed=args.seed)
+  command = f"{PROG} " + " ".join(argv if argv is not None else sys.argv[1:])
+  return run(args.out, recipe, test_images=args.test_images, minutes=args.minutes, command=command)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,203 @@
+"""The scenes lab-model recipe: the architecture it builds, its data (questions, cell labels, pixels), the
+K = 0 token-dropping loss, a few training steps, the CLI's checkpoint through the eval path, and flag errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from jaxprune.data import scenes
+from jaxprune.recipes import easyvqa as base
+from jaxprune.recipes import scenes as recipe_mod
+
+TINY = dict(vision_hidden=32, vision_layers_used=1, text_hidden=32, text_layers=2, vision_pretrain_images=8,
+            batch_size=16, questions_per_image=4, blind_per_step=2, eval_batch_size=8)
+# One tiny end-to-end CLI run shared by the training, dropping and eval-path tests: width 32, 2 decoder layers,
+# 1 tower layer, 16 scenes. The 96x96 images / 144 visual tokens are the recipe's (one sequence length, so the
+# train step compiles once); every step after the compile costs milliseconds.
+TRAIN_FLAGS = ["--steps", "40", "--warmup-steps", "4", "--lr", "3e-3", "--vision-pretrain-steps", "40",
+               "--train-images", "16", "--test-images", "4", "--batch-size", "16", "--text-hidden", "32",
+               "--text-layers", "2", "--vision-hidden", "32", "--vision-layers", "1"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+  return recipe_mod.build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+  recipe = recipe_mod.Recipe(**TINY)
+  cfg = recipe_mod.model_config(recipe, tokenizer)
+  split = recipe_mod.load_split("train", 40, tokenizer, cfg, questions_per_image=4)
+  return recipe, cfg, split
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """-> (the CLI's summary, its checkpoint dir): stage 1 + 40 stage-2 steps + eval + HF export, run once."""
+  out = tmp_path_factory.mktemp("scenes") / "ckpt"
+  return recipe_mod.main(["--out", str(out), *TRAIN_FLAGS]), out
+
+
+@pytest.fixture(scope="module")
+def runner(trained):
+  from jaxprune.eval.runner import Runner
+  return Runner.load(str(trained[1]), dtype="float32", max_new_tokens=4, bucket=8, batch_size=4, mesh=None)
+
+
+def test_the_recipe_builds_a_deep_llava_with_144_visual_tokens(tokenizer):
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from jaxprune.models.llava import Llava
+  cfg = recipe_mod.model_config(recipe_mod.Recipe(), tokenizer)
+  assert cfg.text.num_layers >= 12 and 96 <= cfg.text.hidden_size <= 128
+  assert cfg.num_image_tokens == 144 and cfg.grid == (12, 12) and cfg.vision.patch_size == 8
+  model = nnx.eval_shape(lambda: Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0)))
+  n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  assert 4 * n_params < 25 * 2**20  # the shipped float32 checkpoint fits the 25 MB limit
+
+
+def test_generated_questions_are_among_the_candidates_and_tokenize(tokenizer, tiny):
+  _, cfg, split = tiny
+  for i in range(60):
+    scene, _ = scenes.make_scene("train", i)
+    assert (scene.question, scene.answer) in recipe_mod.candidate_questions(scene.objects)[scene.question_type]
+  assert split.generated.sum() == 40 and len(split) == 160
+  first = np.flatnonzero(split.generated)
+  assert [split.questions[r] for r in first] == [scenes.make_item("train", i)["question"] for i in range(40)]
+  for r in np.flatnonzero(~split.generated):  # drawn questions: the reference solver's answers
+    objects = scenes.make_scene("train", int(split.image_index[r]))[0].objects
+    assert (split.questions[r], split.answers[r]) in recipe_mod.candidate_questions(objects)[split.kinds[r]]
+  recipe_mod.load_split("test", 200, tokenizer, cfg)  # raises if any test question has an unknown word
+
+
+def test_cell_labels_follow_the_object_masks():
+  for i in range(20):
+    scene, _ = scenes.make_scene("test", i)
+    labels = recipe_mod.cell_labels(scene.objects)  # [144, 4]
+    anything = np.any([scenes.object_mask(o) for o in scene.objects], axis=0)
+    np.testing.assert_array_equal(labels[:, 0] > 0, scenes.relevant_cells(anything, 12))
+    for obj in scene.objects:  # the cell under an object's centre is that object's
+      row, col = int(obj.y // 8), int(obj.x // 8)
+      colour, shape, crow, ccol = labels[row * 12 + col]
+      assert (colour, shape) == (list(scenes.COLOURS).index(obj.colour) + 1, scenes.SHAPES.index(obj.shape) + 1)
+      assert (crow, ccol) == (row, col)
+
+
+def test_pixels_are_the_image_processors(tiny):
+  from jaxprune.data import common
+  _, _, split = tiny
+  images = [common.decode_image(scenes.make_item("train", i)["image"]) for i in range(3)]
+  want = recipe_mod.build_image_processor()(images=images, return_tensors="np").pixel_values
+  np.testing.assert_allclose(split.pixels[:3], want, atol=1e-5)
+
+
+def test_visual_keep_equals_removing_the_tokens(tiny, tokenizer, runner):
+  """Masked keys + renumbered positions (training) == the shorter sequence K = 0 pruning builds; on the
+  trained tiny model (random weights would pass too, trained ones make the check less degenerate). Each side
+  runs under one jit: eager dispatch of every op was what made this test slow."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from jaxprune.core.tokens import ModelInputs, make_tokens
+  recipe, _, split = tiny
+  model, cfg = runner.loaded.model, runner.config
+  assert (cfg.text.num_layers, cfg.num_image_tokens) == (2, 144)
+  graphdef, state = nnx.split(model)
+  pad = tokenizer.pad_token_id
+  batches = recipe_mod.Batches(split, dataclasses.replace(recipe, visual_drop_prob=1.0), pad, cfg.image_token_id)
+  arrays, rows = batches.next()
+  keep = arrays["visual_keep"]  # [Bi, P]
+  assert (keep.sum(1) < len(arrays["prefix"])).all() and (keep.sum(1) >= len(arrays["prefix"]) - 144 + 16).all()
+
+  @jax.jit
+  def training_loss(state, pixels, prefix, image_of, ids, valid, target, keep):
+    m = nnx.merge(graphdef, state)
+    return base.shared_prefix_loss(m, prefix, m.encode_images(pixels).features, image_of, ids, valid, target, keep)[0]
+
+  @jax.jit
+  def merged_hidden(state, ids, valid, pixels):  # -> [B, L, D] the full sequence's input embeddings
+    return nnx.merge(graphdef, state).input_tokens(ModelInputs(ids=ids, valid=valid, pixels=pixels))[0].hidden
+
+  @jax.jit
+  def removed_loss(state, hidden, valid, image, ids, target):
+    lm = nnx.merge(graphdef, state).language_model
+    return base.answer_loss(lm, make_tokens(hidden, valid, image), ids, target)[0]
+
+  got = training_loss(state, arrays["pixels"], arrays["prefix"], arrays["image_of"], arrays["ids"], arrays["valid"],
+                      arrays["target"], keep)
+  full = base.teacher_forcing([split.prompts[r] for r in rows], [split.answer_ids[r] for r in rows], pad)
+  hidden = np.asarray(merged_hidden(state, full[0], full[1], arrays["pixels"][arrays["image_of"]]))
+  ids, target = full[0], full[2]
+  p = len(arrays["prefix"])
+  n, length = len(rows), ids.shape[1]
+  short = length - int((~keep).sum(1).min())
+  h2, ids2, valid2, image2, target2 = (np.zeros((n, short, hidden.shape[-1]), np.float32),
+                                       np.full((n, short), pad), np.zeros((n, short), bool), np.zeros((n, short), bool),
+                                       np.zeros((n, short), bool))
+  for b in range(n):
+    start = int(np.argmax(full[1][b]))  # left padding: the prefix starts here
+    kept = np.concatenate([np.arange(start), start + np.flatnonzero(keep[arrays["image_of"][b]]),
+                           np.arange(start + p, length)])
+    kept = kept[full[1][b, kept]]  # real tokens only
+    h2[b, short - len(kept):], ids2[b, short - len(kept):] = hidden[b, kept], ids[b, kept]
+    valid2[b, short - len(kept):], target2[b, short - len(kept):] = True, target[b, kept]
+    image2[b, short - len(kept):] = ids[b, kept] == cfg.image_token_id
+  want = removed_loss(state, h2, valid2, image2, ids2, target2)
+  assert np.all(np.asarray(want) > 0)  # every row has answer tokens to score
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
+
+
+def test_a_few_steps_reduce_the_loss(trained):
+  summary, _ = trained
+  stage1 = summary["stage1_losses"]  # [(step, loss)] every 20 steps
+  assert len(stage1) == 2 and stage1[-1][1] < stage1[0][1], stage1
+  assert set(summary["stage1_test_cells"]) == {"colour", "shape", "centre row", "centre col"}
+  losses = [loss for _, loss in summary["losses"]]  # stage 2, every 10 steps
+  assert len(losses) == 4 and np.mean(losses[-2:]) < 0.7 * losses[0], losses
+  assert summary["steps"] == 40 and summary["steps_per_second"] > 0
+
+
+def test_cli_writes_a_checkpoint_the_eval_path_answers_with(trained, runner, tokenizer):
+  import json
+  summary, out = trained
+  assert 0 <= summary["test_accuracy"] <= 1 and summary["checkpoint_mb"] < 25
+  card = (out / "README.md").read_text()
+  assert "python -m jaxprune.recipes.scenes --out" in card and "visual_drop_prob" in card
+  assert json.loads((out / "config.json").read_text())["architectures"] == ["LlavaForConditionalGeneration"]
+
+  assert runner.config.text.num_layers == 2 and runner.config.num_image_tokens == 144
+  items = [scenes.make_item("test", i) for i in range(4)]
+  pixels = np.concatenate([runner.item_pixels(it["image"], it["id"]) for it in items])
+  batch = runner.batch([runner.prompt(it["question"], True) for it in items], pixels)
+  answers = runner.decode(np.asarray(runner.generator(batch)["tokens"]))
+  # the recipe's own eval of the loaded weights gives the same answers as the eval path
+  split = recipe_mod.load_split("test", 4, tokenizer, runner.config)
+  mine = base.evaluate(runner.loaded.model, tokenizer, split, blind=False, batch_size=4)["predictions"]
+  assert answers == mine and all(answers), answers
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--batch-size", "10"], "--batch-size 10 is not a multiple of --questions-per-image 4"),
+    (["--visual-drop-prob", "1.5"], "--visual-drop-prob must lie in [0, 1]"),
+    (["--steps", "5", "--minutes", "3"], "not allowed with argument"),
+    (["--text-layers", "many"], "invalid int value: 'many'"),
+    (["--min-visual-keep", "200"], "exceeds the 144 visual tokens"),
+])
+def test_cli_refuses_bad_flags_with_one_line(tmp_path, flags, message):
+  with pytest.raises(SystemExit) as e:
+    recipe_mod.main(["--out", str(tmp_path / "x"), *flags])
+  text = str(e.value.code)
+  assert message in text and "\n" not in text and text.startswith(recipe_mod.PROG)
+  assert not (tmp_path / "x").exists()
+
+
+def test_cli_needs_out():
+  with pytest.raises(SystemExit, match="the following arguments are required: --out"):
+    recipe_mod.main([])
