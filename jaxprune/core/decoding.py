@@ -10,7 +10,10 @@ layers K.. then run, and cache, only what it kept:
 
 The decoder itself knows nothing about pruning methods. What this loop needs from a decoder (`Decoder`):
 `config.num_layers`, `layers[i](x, cos, sin, mask, cache_kv, write_at, causal_prefix=) -> (x, (k, v), q)`,
-`rope(positions [B, L, R]) -> (cos, sin)`, `norm(h)`, `embed(ids)` and `logits(h)`.
+`rope(positions [B, L, R]) -> (cos, sin)`, `norm(h)`, `embed(ids)` and `logits(h)`. A decoder whose prefill
+attention is not plain causal (e.g. bidirectional inside an image) also defines
+`prefill_mask(tokens, causal_mask [B, 1, L, L]) -> mask [B, 1, L, L]`; it is called once per group, on the tokens
+that group keeps, and its layers then get `causal_prefix=False`.
 
 Shapes: B batch, L sequence, D hidden, R rope axes, S_g cache slots of group g, V vocab.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Protocol
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -40,35 +44,100 @@ def prefill(decoder: Decoder, tokens: Tokens, *, extra_slots: int,
   """Run all layers over `tokens`, applying prune points between them.
 
   Returns (final-normed hidden [B, L', D], KVCache with `extra_slots` free slots per layer, final Tokens).
+  The same ops in the same order as `prefill_start` -> `prefill_advance` -> `prefill_finish`.
   """
+  state = prefill_start(tokens, extra_slots=extra_slots)
+  state = prefill_advance(decoder, state, decoder.config.num_layers, prune_points)
+  return prefill_finish(decoder, state)
+
+
+# A prefill in resumable pieces, for grids of plans that share their prefix (jaxprune.generate.Generator.grid):
+#
+#   prefill_start ──► advance(to K1) ──┬──► advance(to K2) ──┬──► ... advance(to n) ──► finish   (unpruned)
+#                                      │                     └──► plans whose first prune layer is K2
+#                                      └──► advance(to n, plan's prune points) ──► finish   (a plan pruning at K1)
+#
+# A state is a pytree, so each piece may be its own `jit` program; a state at layer K is what the monolithic
+# prefill holds just before layer K (before a prune point at K runs).
+
+
+@flax.struct.dataclass
+class PrefillState:
+  """A prefill stopped before decoder layer `layer`: what enters it, and the KV of layers 0..layer-1."""
+
+  tokens: Tokens  # what enters `layer` (hidden [B, L_g, D]), before any prune point at `layer`
+  trace: LayerTrace | None  # layer-1's post-RoPE q/k (FastV at `layer` reads it); None at layer 0
+  rope: tuple[jax.Array, jax.Array] | None  # (cos, sin) [B, L_g, Dh] of the current group; None at layer 0
+  mask: jax.Array | None  # [B, 1, L_g, L_g] the current group's prefill mask; None at layer 0
+  keys: tuple[jax.Array, ...]  # per finished layer [B, S_g, G, Dh] (S_g = L_g + extra_slots)
+  values: tuple[jax.Array, ...]
+  slot_valid: tuple[jax.Array, ...]  # per started group [B, S_g] bool
+  next_position: tuple[jax.Array, ...]  # per started group [B] int32
+  layer: int = flax.struct.field(pytree_node=False)
+  extra_slots: int = flax.struct.field(pytree_node=False)
+  group_of_layer: tuple[int, ...] = flax.struct.field(pytree_node=False, default=())
+  lengths: tuple[int, ...] = flax.struct.field(pytree_node=False, default=())  # per started group
+
+
+def prefill_start(tokens: Tokens, *, extra_slots: int) -> PrefillState:
+  """The state before layer 0 (nothing run yet)."""
+  return PrefillState(tokens=tokens, trace=None, rope=None, mask=None, keys=(), values=(), slot_valid=(),
+                      next_position=(), layer=0, extra_slots=extra_slots)
+
+
+def prefill_advance(decoder: Decoder, state: PrefillState, to_layer: int,
+                    prune_points: Mapping[int, PrunePoint] | None = None) -> PrefillState:
+  """Run layers state.layer .. to_layer-1, applying the prune points at those layers (a point at `to_layer` is
+  left for the next piece: the state is what enters that layer)."""
   num_layers = decoder.config.num_layers
   prune_points = dict(prune_points or {})
   bad = [k for k in prune_points if not 0 <= k < num_layers]
   if bad:
     raise ValueError(f"prune point at layer {bad[0]} is outside [0, {num_layers})")
-  keys, values, slot_valid, group_of_layer, lengths, next_position = [], [], [], [], [], []
-  trace = None
-  for i, layer in enumerate(decoder.layers):
+  if not state.layer <= to_layer <= num_layers:
+    raise ValueError(f"prefill_advance: cannot go from layer {state.layer} to layer {to_layer} "
+                     f"({num_layers} layers)")
+  passed = [k for k in prune_points if k < state.layer]
+  if passed:
+    raise ValueError(f"prune point at layer {passed[0]}: this prefill already ran up to layer {state.layer}")
+  tokens, trace, rope, mask = state.tokens, state.trace, state.rope, state.mask
+  keys, values, slot_valid = list(state.keys), list(state.values), list(state.slot_valid)
+  next_position, group_of_layer, lengths = list(state.next_position), list(state.group_of_layer), list(state.lengths)
+  custom_mask = hasattr(decoder, "prefill_mask")
+  extra_slots = state.extra_slots
+  for i in range(state.layer, to_layer):
+    layer = decoder.layers[i]
     if i in prune_points:
       tokens = prune_points[i](tokens, trace)
     if i == 0 or i in prune_points:  # a new group starts: new length, positions and masks
       n = tokens.length
-      cos, sin = decoder.rope(tokens.positions)
+      rope = decoder.rope(tokens.positions)
       causal = jnp.tril(jnp.ones((n, n), bool))
       mask = causal[None, None] & tokens.valid[:, None, None, :]  # [B, 1, L, L]
+      if custom_mask:
+        mask = decoder.prefill_mask(tokens, mask)
       slot_valid.append(jnp.pad(tokens.valid, ((0, 0), (0, extra_slots))))
       lengths.append(n)
       next_position.append(next_positions(tokens))
-    h, (k, v), q = layer(tokens.hidden, cos, sin, mask, causal_prefix=True)
+    h, (k, v), q = layer(tokens.hidden, *rope, mask, causal_prefix=not custom_mask)
     tokens = tokens.replace(hidden=h)
     trace = LayerTrace(queries=q, keys=k)
     pad = ((0, 0), (0, extra_slots), (0, 0), (0, 0))
     keys.append(jnp.pad(k, pad))
     values.append(jnp.pad(v, pad))
     group_of_layer.append(len(lengths) - 1)
-  cache = KVCache(tuple(keys), tuple(values), tuple(slot_valid), tuple(next_position),
-                  jnp.zeros((), jnp.int32), tuple(group_of_layer), tuple(lengths))
-  return decoder.norm(tokens.hidden), cache, tokens
+  return PrefillState(tokens=tokens, trace=trace, rope=rope, mask=mask, keys=tuple(keys), values=tuple(values),
+                      slot_valid=tuple(slot_valid), next_position=tuple(next_position), layer=to_layer,
+                      extra_slots=extra_slots, group_of_layer=tuple(group_of_layer), lengths=tuple(lengths))
+
+
+def prefill_finish(decoder: Decoder, state: PrefillState) -> tuple[jax.Array, KVCache, Tokens]:
+  """A state past the last layer -> (final-normed hidden [B, L', D], KVCache, final Tokens), as `prefill`."""
+  if state.layer != decoder.config.num_layers:
+    raise ValueError(f"prefill_finish: the prefill stopped at layer {state.layer} of {decoder.config.num_layers}")
+  cache = KVCache(state.keys, state.values, state.slot_valid, state.next_position, jnp.zeros((), jnp.int32),
+                  state.group_of_layer, state.lengths)
+  return decoder.norm(state.tokens.hidden), cache, state.tokens
 
 
 def next_positions(tokens: Tokens) -> jax.Array:

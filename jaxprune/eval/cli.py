@@ -122,7 +122,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p.add_argument("--max-new-tokens", type=int, default=16)
   p.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: as stored / bfloat16)")
   p.add_argument("--bucket", type=int, default=64, help="prompt lengths are padded to a multiple of this")
-  p.add_argument("--time-batches", type=int, default=3, help="batches per config whose prefill is timed")
+  p.add_argument("--time-batches", type=int, default=3,
+                 help="batches per config whose prefill is timed (each plan alone, on either path)")
+  p.add_argument("--per-plan", action="store_true",
+                 help="run every plan alone (vision tower and prefill again per plan) instead of sharing the "
+                      "grid's prefix; the answers are the same, only slower")
   p.add_argument("--data-dir", default=None, help="where prepared tfds data lives")
   p.add_argument("--datbench-dir", default=None, help="local copy of DatBench's parquet files")
   p.add_argument("--judge", default=None, metavar="MODEL",

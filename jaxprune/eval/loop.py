@@ -3,6 +3,7 @@ judge, summarise into results.json."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -31,95 +32,56 @@ from jaxprune.prune.select import kept_map
 from jaxprune.sharding import auto_mesh_sizes, make_mesh, parse_mesh, to_host
 
 
+@dataclasses.dataclass
+class Job:
+  """One config of the grid on one task: its plan, its pruner and the items it still has to answer."""
+
+  plan: object  # a PrunePlan, or None (the baseline, or --blind)
+  config: str
+  pruner: Pruner | None
+  pending: set  # item ids not in the sample log yet
+  timed: int  # batches whose prefill was timed so far (--time-batches)
+
+  @property
+  def text_query(self) -> bool:
+    """latesim/embedsim read the question tokens; an empty question leaves them no query (all-zero scores)."""
+    return self.plan is not None and any(
+        s.method in ("latesim", "embedsim") and s.option("query") == "question" for s in self.plan.stages)
+
+  @property
+  def stages(self) -> list[tuple[int, int]]:
+    return [] if self.plan is None else [(s.layer, s.keep) for s in self.plan.stages]
+
+
 def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plans: list, log: SampleLog,
                   args, progress) -> None:
-  """Answer every pending (config, item) pair, appending each finished batch to the sample log."""
-  cfg, nv = runner.config, runner.config.visual_tokens_per_image  # nv None: it depends on the image
-  grid = cfg.grid  # (rows, cols) of one image's tokens, or None
-  # ground truth per slot (recall, oracle bounds): read once per item, whatever the number of plans
-  with_relevance = not args.blind and "relevance" in task_relevance_signals(task, cfg)
-  relevance: dict[str, np.ndarray] = {}
-  itemsize = jnp.dtype(kv_dtype(runner.loaded.model)).itemsize  # KV cache dtype
-  max_positions = cfg.text.max_position_embeddings
+  """Answer every pending (config, item) pair, appending each finished batch to the sample log.
+
+  By default the grid shares its prefix (`Generator.grid`): each batch of items is answered by every plan that
+  still needs it, with the vision tower run once and the decoder once per distinct first prune layer. With
+  --per-plan (and for --blind, a single config) each plan runs alone over all its items, the reference path.
+  Either way the answers and rows are the same (logits differ by ~1e-7); `prefill_ms` always comes from timing
+  each plan's prefill alone.
+  """
   configs = [BLIND] if args.blind else [config_key(p) for p in plans]
+  jobs = []
   for plan, config in zip([None] if args.blind else plans, configs):
-    pruner = Pruner(plan, cfg) if plan is not None else None
-    # latesim/embedsim read the question tokens; an empty question leaves them no query (all-zero scores)
-    text_query = plan is not None and any(
-        s.method in ("latesim", "embedsim") and s.option("query") == "question" for s in plan.stages)
-    stages = [] if plan is None else [(s.layer, s.keep) for s in plan.stages]
-    pending = [(i, it) for i, it in items if not log.done(task, config, it["id"])]
-    progress.update(len(items) - len(pending))
+    pending = {it["id"] for _, it in items if not log.done(task, config, it["id"])}
     timed = sum(1 for r in log.records.values() if r["task"] == task and r["config"] == config
                 and r.get("batch_prefill_ms") is not None)
-    for start in range(0, len(pending), args.batch_size):
-      chunk = pending[start:start + args.batch_size]
-      records, ok, prompts, images = [], [], [], []
-      for index, item in chunk:
-        rec = {"task": task, "config": config, "id": item["id"], "index": index, "eval_mode": item["eval_mode"],
-               "failed": None}
-        try:
-          # one image at a time, so an image that PIL or the processor refuses fails its item, not the run
-          image = None if args.blind else runner.item_pixels(item["image"], f"{task} item {item['id']}")
-          prompt = runner.prompt(item.get("prompt") or item["question"], with_image=not args.blind)
-          if len(prompt.ids) + args.max_new_tokens > max_positions:
-            raise InputError(f"{task} item {item['id']}: prompt of {len(prompt.ids)} tokens + --max-new-tokens "
-                             f"{args.max_new_tokens} exceeds the model's max_position_embeddings {max_positions}")
-          if image is not None:
-            images.append(image)
-          prompts.append(prompt)
-          ok.append((rec, item))
-          if text_query and prompt.question_span[0] == prompt.question_span[1]:
-            rec["no_query"] = True  # latesim scores all zero: see the note below
-        except InputError as e:
-          rec.update(failed=str(e), score=0.0, correct=False)
-        records.append(rec)
-      if ok:
-        pixels = runner.host.join(images) if images else None
-        batch = runner.batch(prompts, pixels)
-        for _, item in ok if with_relevance else ():
-          if item["id"] not in relevance:
-            relevance[item["id"]] = relevant_cells(task, item, grid)
-        relevant = [relevance.get(item["id"]) for _, item in ok]
-        if with_relevance:
-          table = np.zeros((batch.size, nv), np.float32)
-          table[:len(ok)] = np.stack(relevant)
-          batch = batch.replace(relevance=table)
-        n_visual = (batch.layout.valid.sum(axis=1) if batch.layout is not None
-                    else np.full(batch.size, nv or 0))  # [B] visual tokens of each prompt
-        out = runner.generator(batch, prune_points_fn=pruner)
-        answers = runner.decode(to_host(out["tokens"])[:len(ok)])  # padding items never reach the results
-        nonfinite = to_host(out["nonfinite"])[:len(ok)]  # [B] NaN/inf first-token logits per item
-        slots = batch.layout.max_visual if batch.layout is not None else nv
-        maps = to_host(kept_map(out["kept"], slots))[:len(ok)] if pixels is not None else None
-        batch_ms = None
-        if timed < args.time_batches:
-          batch_ms, timed = runner.time_prefill(batch, pruner), timed + 1
-        for j, ((rec, item), answer, prompt) in enumerate(zip(ok, answers, prompts)):
-          scored = score_item(answer, item)  # the official harness's scorer for item["source"]
-          length = int(np.asarray(batch.valid[j]).sum())  # the prompt as the model saw it (images expanded)
-          if args.blind:
-            flops, kv = cost.prefill_flops(cfg.text, length), cost.kv_cache_bytes(
-                cfg.text, length, max_new_tokens=args.max_new_tokens, bytes_per_element=itemsize)
-          else:
-            flops = cost.prefill_flops(cfg, length, stages, num_visual=int(n_visual[j]))
-            kv = cost.kv_cache_bytes(cfg, length, stages, num_visual=int(n_visual[j]),
-                                     max_new_tokens=args.max_new_tokens, bytes_per_element=itemsize)
-          if item["eval_mode"] == "judge":
-            rec["output"] = answer  # the judge reads the raw response, as the harness sends it
-          rec.update(score=scored.score, correct=scored.correct, metric=scored.metric, fallback=scored.fallback,
-                     supported=scored.supported,
-                     prediction=scored.extracted, prompt_len=length, flops=flops, kv_bytes=kv,
-                     batch_prefill_ms=batch_ms if j == 0 else None, nonfinite=int(nonfinite[j]))
-          if maps is not None:
-            kept = maps[j][:int(n_visual[j])]  # this prompt's own visual tokens, in slot order
-            rec.update(kept=bits(kept), n_visual=int(n_visual[j]))
-            if relevant[j] is not None:
-              rec["recall"] = float((kept & relevant[j]).sum() / max(relevant[j].sum(), 1))
-          if args.log_samples:
-            rec.update(question=item["question"], answers=item["all_answers"] or [item["answer"]], output=answer)
-      log.append(records)
-      progress.update(len(chunk))
+    jobs.append(Job(plan, config, None if plan is None else Pruner(plan, runner.config), pending, timed))
+    progress.update(len(items) - len(pending))
+  shared = not args.blind and not getattr(args, "per_plan", False) and len(jobs) > 1
+  relevance: dict[str, np.ndarray] = {}  # ground truth per slot: read once per item, whatever the number of plans
+  for group in [jobs] if shared else [[job] for job in jobs]:
+    todo = [(i, it) for i, it in items if any(it["id"] in job.pending for job in group)]
+    for start in range(0, len(todo), args.batch_size):
+      chunk = todo[start:start + args.batch_size]
+      log.append(answer_batch(runner, task, chunk, group, relevance, args, shared=shared))
+      progress.update(sum(it["id"] in job.pending for job in group for _, it in chunk))
+      for job in group:
+        job.pending -= {it["id"] for _, it in chunk}
+  for config in configs:
     nonfinite = sum(1 for _, it in items if log.records.get((task, config, it["id"]), {}).get("nonfinite"))
     if nonfinite:
       print(f"warning: {task} {config}: {nonfinite} item(s) got NaN/inf logits, so their answers are not the "
@@ -129,6 +91,100 @@ def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plan
       print(f"note: {task} {config}: {no_query} item(s) have an empty question (no query tokens); latesim scores "
             f"them all zero and keeps the first visual tokens (top image rows): counted as n_no_query",
             file=sys.stderr)
+
+
+def answer_batch(runner: Runner, task: str, chunk: list[tuple[int, dict]], jobs: list[Job],
+                 relevance: dict[str, np.ndarray], args, *, shared: bool) -> list[dict]:
+  """One batch of items for every job that still needs any of them -> their sample records."""
+  cfg, nv = runner.config, runner.config.visual_tokens_per_image  # nv None: it depends on the image
+  with_relevance = not args.blind and "relevance" in task_relevance_signals(task, cfg)
+  itemsize = jnp.dtype(kv_dtype(runner.loaded.model)).itemsize  # KV cache dtype
+  max_positions = cfg.text.max_position_embeddings
+  ok, prompts, images, failed = [], [], [], {}
+  for index, item in chunk:
+    try:
+      # one image at a time, so an image that PIL or the processor refuses fails its item, not the run
+      image = None if args.blind else runner.item_pixels(item["image"], f"{task} item {item['id']}")
+      prompt = runner.prompt(item.get("prompt") or item["question"], with_image=not args.blind)
+      if len(prompt.ids) + args.max_new_tokens > max_positions:
+        raise InputError(f"{task} item {item['id']}: prompt of {len(prompt.ids)} tokens + --max-new-tokens "
+                         f"{args.max_new_tokens} exceeds the model's max_position_embeddings {max_positions}")
+      if image is not None:
+        images.append(image)
+      prompts.append(prompt)
+      ok.append((index, item))
+    except InputError as e:
+      failed[item["id"]] = str(e)
+  outputs = [None] * len(jobs)
+  if ok:
+    pixels = runner.host.join(images) if images else None
+    batch = runner.batch(prompts, pixels)
+    for _, item in ok if with_relevance else ():
+      if item["id"] not in relevance:
+        relevance[item["id"]] = relevant_cells(task, item, cfg.grid)
+    relevant = [relevance.get(item["id"]) for _, item in ok]
+    if with_relevance:
+      table = np.zeros((batch.size, nv), np.float32)
+      table[:len(ok)] = np.stack(relevant)
+      batch = batch.replace(relevance=table)
+    n_visual = (batch.layout.valid.sum(axis=1) if batch.layout is not None
+                else np.full(batch.size, nv or 0))  # [B] visual tokens of each prompt
+    if shared:  # only the plans that still need an item here (a resumed run may have answered the rest)
+      needed = [k for k, job in enumerate(jobs) if any(item["id"] in job.pending for _, item in ok)]
+      for k, out in zip(needed, runner.generator.grid(batch, [jobs[k].pruner for k in needed])):
+        outputs[k] = out
+    else:
+      outputs = [runner.generator(batch, prune_points_fn=jobs[0].pruner)]
+  records = []
+  for job, out in zip(jobs, outputs):
+    todo = [(index, item) for index, item in chunk if item["id"] in job.pending]
+    if not todo:
+      continue
+    for index, item in todo:
+      if item["id"] in failed:
+        records.append({"task": task, "config": job.config, "id": item["id"], "index": index,
+                        "eval_mode": item["eval_mode"], "failed": failed[item["id"]], "score": 0.0, "correct": False})
+    if out is None:
+      continue
+    answers = runner.decode(to_host(out["tokens"])[:len(ok)])  # padding items never reach the results
+    nonfinite = to_host(out["nonfinite"])[:len(ok)]  # [B] NaN/inf first-token logits per item
+    slots = batch.layout.max_visual if batch.layout is not None else nv
+    maps = to_host(kept_map(out["kept"], slots))[:len(ok)] if pixels is not None else None
+    batch_ms = None
+    if job.timed < args.time_batches:  # this plan's prefill alone, whichever path answered
+      batch_ms, job.timed = runner.time_prefill(batch, job.pruner), job.timed + 1
+    for j, ((index, item), answer, prompt) in enumerate(zip(ok, answers, prompts)):
+      if item["id"] not in job.pending:
+        continue
+      rec = {"task": task, "config": job.config, "id": item["id"], "index": index, "eval_mode": item["eval_mode"],
+             "failed": None}
+      if job.text_query and prompt.question_span[0] == prompt.question_span[1]:
+        rec["no_query"] = True  # latesim scores all zero: see the note in evaluate_task
+      scored = score_item(answer, item)  # the official harness's scorer for item["source"]
+      length = int(np.asarray(batch.valid[j]).sum())  # the prompt as the model saw it (images expanded)
+      if args.blind:
+        flops, kv = cost.prefill_flops(cfg.text, length), cost.kv_cache_bytes(
+            cfg.text, length, max_new_tokens=args.max_new_tokens, bytes_per_element=itemsize)
+      else:
+        flops = cost.prefill_flops(cfg, length, job.stages, num_visual=int(n_visual[j]))
+        kv = cost.kv_cache_bytes(cfg, length, job.stages, num_visual=int(n_visual[j]),
+                                 max_new_tokens=args.max_new_tokens, bytes_per_element=itemsize)
+      if item["eval_mode"] == "judge":
+        rec["output"] = answer  # the judge reads the raw response, as the harness sends it
+      rec.update(score=scored.score, correct=scored.correct, metric=scored.metric, fallback=scored.fallback,
+                 supported=scored.supported,
+                 prediction=scored.extracted, prompt_len=length, flops=flops, kv_bytes=kv,
+                 batch_prefill_ms=batch_ms, nonfinite=int(nonfinite[j]))
+      batch_ms = None  # one timing per batch, on its first record
+      if maps is not None:
+        kept = maps[j][:int(n_visual[j])]  # this prompt's own visual tokens, in slot order
+        rec.update(kept=bits(kept), n_visual=int(n_visual[j]))
+        if relevant[j] is not None:
+          rec["recall"] = float((kept & relevant[j]).sum() / max(relevant[j].sum(), 1))
+      if args.log_samples:
+        rec.update(question=item["question"], answers=item["all_answers"] or [item["answer"]], output=answer)
+      records.append(rec)
+  return records
 
 
 def judge_items(args, datasets: dict, log: SampleLog) -> None:
@@ -241,7 +297,12 @@ def run(args) -> dict:
         rows[-1]["n_blind_untested"] = untested[task]  # kept: --drop-blind has no blind answer for them
   grid = runner.config.grid
   results = {"model": args.model, "num_visual": nv, "grid": list(grid) if grid and nv and grid[0] * grid[1] == nv else None,
-             "command": "python -m jaxprune.eval " + " ".join(args.argv), "mesh": sizes, "rows": rows}
+             "command": "python -m jaxprune.eval " + " ".join(args.argv), "mesh": sizes,
+             # how answers were computed (the same answers either way); prefill_ms always times each plan alone
+             "evaluation": "blind" if args.blind else ("per-plan" if getattr(args, "per_plan", False) or len(plans) < 2
+                                                       else "shared-prefix"),
+             "prefill_ms": "median over timed batches of each plan's prefill run alone (vision tower included)",
+             "rows": rows}
   if not writer:
     return results
   (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -1,0 +1,168 @@
+"""Shared-prefix grids (`Generator.grid`, the eval's default path) give the answers of running each plan alone:
+tokens, kept tokens and rows exactly, logits within float32 fusion noise (~1e-7; XLA fuses across jit pieces)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from conftest import TINY_NV, tiny_pixels, tiny_prompt
+from jaxprune.core import decoding
+from jaxprune.generate import Generator, decoder_inputs, pad_batch
+from jaxprune.models.base import language_model
+from jaxprune.prune.pipeline import Pruner
+
+ROOT = Path(__file__).resolve().parents[1]
+EIGHT_DEVICES = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONUNBUFFERED="1")
+
+# All eleven methods, folded into few plans so the grid compiles few programs: first prune layers 0 (four
+# plans share it), 1, 2 and 3, so the walk advances the shared prefix three times; multi-stage plans; an identity
+# keep (prunes nothing) and the baseline. The tiny LLaVA has 4 decoder layers and 16 visual tokens.
+PLANS = [None, f"fastv@1:{TINY_NV}", "embedsim@0:12+latesim@1:8+fastv@3:4",
+         "divprune@0:10+clsattn@2:6+random@3:3[seed=3]", "visionzip@0:6", "pool@0:4", "oracle@1:10+latesim@2:6",
+         "uniform@2:9+anti-oracle@3:5", "fastv@3:3"]
+# float32 logits of a prefill cut into jit programs differ from one program by ~1e-7 (XLA fuses differently
+# across program boundaries); tokens, kept maps and answers must still agree exactly
+LOGITS_ATOL = 1e-5
+
+
+def _batch(size: int):
+  """`size` prompts of different lengths, left-padded to one bucket, with relevance for the oracle bounds."""
+  shapes = [(2, 5), (6, 9), (3, 2), (4, 4)][:size]
+  prompts = [tiny_prompt(before, after, seed=80 + i) for i, (before, after) in enumerate(shapes)]
+  spans = [(1 + before + TINY_NV, 1 + before + TINY_NV + after) for before, after in shapes]
+  batch = pad_batch(prompts, pad_id=0, multiple=16, query_spans=spans, pixels=tiny_pixels(size, seed=5))
+  relevance = (np.random.RandomState(1).rand(size, TINY_NV) < 0.3).astype(np.float32)
+  return batch.replace(relevance=relevance)
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_llava_jax):
+  """One Generator for the module, so its compiled programs are shared by the tests."""
+  return Generator(tiny_llava_jax.model, max_new_tokens=3, eos_ids=(), pad_id=0)
+
+
+def _assert_same(alone: dict, shared: dict, plan) -> None:
+  for key in ("tokens", "nonfinite"):
+    np.testing.assert_array_equal(np.asarray(shared[key]), np.asarray(alone[key]), err_msg=f"{plan}: {key}")
+  assert shared["kv_bytes"] == alone["kv_bytes"], plan
+  for field, a, b in zip(alone["kept"].__dataclass_fields__, jax.tree.leaves(alone["kept"]),
+                         jax.tree.leaves(shared["kept"])):
+    np.testing.assert_array_equal(np.asarray(b), np.asarray(a), err_msg=f"{plan}: kept {field}")
+  np.testing.assert_allclose(np.asarray(shared["logits"]), np.asarray(alone["logits"]), rtol=0, atol=LOGITS_ATOL,
+                             err_msg=f"{plan}: logits")
+
+
+def test_grid_equals_each_plan_alone(tiny_llava_jax, generator):
+  batch = _batch(4)
+  cfg = tiny_llava_jax.config
+  pruners = [None if p is None else Pruner.build(p, cfg, frozenset({"relevance"})) for p in PLANS]
+  compiles = generator.compiles
+  shared = generator.grid(batch, pruners, keep_logits=True)
+  # vision once, the prefix advanced to layers 1, 2 and 3, one continuation per plan
+  assert generator.compiles - compiles == 1 + 3 + len(PLANS)
+  alone = [generator(batch, prune_points_fn=pruner, keep_logits=True) for pruner in pruners]
+  for plan, a, out in zip(PLANS, alone, shared):
+    _assert_same(a, out, plan)
+  kept = [int(np.asarray(out["kept"].valid).sum(axis=1)[0]) for out in shared]
+  assert len(set(kept)) > 3, kept  # the plans really prune differently
+
+
+def test_resumed_prefill_matches_one_prefill(tiny_llava_jax):
+  """prefill vs start -> advance (a jit piece) -> advance -> finish, prune points before and after the cut."""
+  model, cfg = tiny_llava_jax.model, tiny_llava_jax.config
+  graphdef, state = nnx.split(model)
+  batch = _batch(2)
+  pruner = Pruner.build("fastv@1:8+latesim@3:4", cfg)
+
+  def whole(state, inputs):
+    model = nnx.merge(graphdef, state)
+    tokens, vision = decoder_inputs(model, inputs)
+    return decoding.prefill(language_model(model), tokens, extra_slots=2, prune_points=pruner(model, tokens, vision))
+
+  def pieces(state, inputs):
+    model = nnx.merge(graphdef, state)
+    decoder = language_model(model)
+    tokens, vision = decoder_inputs(model, inputs)
+    points = pruner(model, tokens, vision)
+    first = jax.jit(lambda s: decoding.prefill_advance(decoder, s, 2, points))
+    s = first(decoding.prefill_start(tokens, extra_slots=2))
+    assert s.layer == 2 and s.lengths == (s.lengths[0], 8 + s.lengths[0] - TINY_NV)
+    later = {k: point for k, point in points.items() if k >= s.layer}  # the point at layer 1 already ran
+    return decoding.prefill_finish(decoder, decoding.prefill_advance(decoder, s, 4, later))
+
+  h1, cache1, tokens1 = jax.jit(whole)(state, batch)
+  h2, cache2, tokens2 = pieces(state, batch)
+  assert cache1.group_of_layer == cache2.group_of_layer == (0, 1, 1, 2)
+  assert cache1.prefill_lengths == cache2.prefill_lengths
+  # what was kept, where, and every mask: exactly; hidden states and KV: within float32 fusion noise
+  for name in ("positions", "valid", "image", "query", "patch", "image_id"):
+    np.testing.assert_array_equal(np.asarray(getattr(tokens2, name)), np.asarray(getattr(tokens1, name)), name)
+  for a, b in zip(cache1.slot_valid + cache1.next_position, cache2.slot_valid + cache2.next_position):
+    np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+  for a, b in zip((h1, tokens1.hidden) + cache1.keys + cache1.values, (h2, tokens2.hidden) + cache2.keys + cache2.values):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=LOGITS_ATOL)
+  decoder = language_model(model)
+  logits1, logits2 = np.asarray(decoder.logits(h1[:, -1])), np.asarray(decoder.logits(h2[:, -1]))
+  np.testing.assert_allclose(logits2, logits1, rtol=0, atol=LOGITS_ATOL)
+  with pytest.raises(ValueError, match="already ran up to layer 2"):
+    decoding.prefill_advance(decoder, decoding.prefill_start(tokens1, extra_slots=0).replace(layer=2), 4,
+                             {1: lambda t, tr: t})
+  with pytest.raises(ValueError, match="stopped at layer 0 of 4"):
+    decoding.prefill_finish(decoder, decoding.prefill_start(tokens1, extra_slots=0))
+
+
+def _eval_args(model, data, methods, extra=()):
+  data_dir, datbench = data
+  return ["--model", str(model), "--limit", "5", "--batch-size", "4", "--data-dir", str(data_dir),
+          "--datbench-dir", str(datbench), "--max-new-tokens", "3", "--no-plots", "--log-samples",
+          "--method", methods, *extra]
+
+
+def _answers(out: Path):
+  """Records without wall-clock fields, results rows without prefill_ms, and how the answers were computed."""
+  samples = {(s["task"], s["config"], s["id"]): {k: v for k, v in s.items() if k != "batch_prefill_ms"}
+             for s in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}
+  results = json.loads((out / "results.json").read_text())
+  rows = [{k: v for k, v in r.items() if k != "prefill_ms"} for r in results["rows"]]
+  return samples, rows, results["evaluation"]
+
+
+# both paths in one process (one import of jax, one model load per run); only the shared run times its plans
+EIGHT_DEVICE_SCRIPT = """
+import sys
+out, base = sys.argv[1], sys.argv[2:]
+assert jeval.main(base + ["--output-path", out + "/shared", "--time-batches", "1"]) == 0
+assert jeval.main(base + ["--output-path", out + "/per_plan", "--time-batches", "0", "--per-plan"]) == 0
+"""
+
+
+def test_eval_eight_devices_shared_equals_per_plan(tiny_eval_model, eval_data, tmp_path):
+  """The eval on a data=8 mesh, shared-prefix grid vs --per-plan: answers, correctness, kept maps and relevance
+  recall item by item, and the results rows. 5 easy-VQA items in batches of 4 -> 4 and 1 items, each rounded up
+  to 8 rows (padding rows masked out); a multi-stage plan; first prune layers 0 and 1."""
+  args = _eval_args(tiny_eval_model, eval_data, "none,fastv@1,clsattn@0,latesim@1:8+random@3:3",
+                    ("--tasks", "easyvqa", "--keep", "6", "--mesh", "data=8"))
+  done = subprocess.run([sys.executable, "-c", EIGHT_DEVICE_SCRIPT, str(tmp_path), *args], env=EIGHT_DEVICES,
+                        cwd=ROOT, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "rounded up to 8" in done.stderr
+  shared, rows_shared, how_shared = _answers(tmp_path / "shared")
+  alone, rows_alone, how_alone = _answers(tmp_path / "per_plan")
+  assert (how_shared, how_alone) == ("shared-prefix", "per-plan")
+  assert len(shared) == 4 * 5
+  assert shared == alone
+  assert rows_shared == rows_alone
+  pruned = [r for r in rows_shared if r["plan"] != "none"]
+  assert len(pruned) == 3 and all(r["relevance_recall"] is not None and r["kept_map"] for r in pruned)
+  results = json.loads((tmp_path / "shared" / "results.json").read_text())
+  assert results["mesh"] == {"data": 8, "model": 1}
+  assert all(r["prefill_ms"] > 0 for r in results["rows"])  # still measured on the shared path, each plan alone
