@@ -16,7 +16,7 @@ from flax import nnx
 from jaxprune.core import decoding
 from jaxprune.core.tokens import KVCache, ModelInputs, PrunePoint, Tokens, make_tokens
 from jaxprune.models.base import language_model
-from jaxprune.sharding import put_batch, shard_model_state
+from jaxprune.sharding import head_sizes, put_batch, shard_model_state
 
 # (model, tokens, vision signals) -> {layer: prune point}; pruning plans compile into one of these.
 PrunePointsFn = Callable[[nnx.Module, Tokens, Any], dict[int, PrunePoint]]
@@ -125,7 +125,7 @@ class Generator:
     self.graphdef, self.state = nnx.split(model)
     self.mesh = mesh  # with a mesh: batch sharded on "data", weights placed by jaxprune.sharding's rules
     if mesh is not None:
-      self.state = shard_model_state(self.state, mesh)
+      self.state = shard_model_state(self.state, mesh, head_sizes(model))
     self.max_new_tokens = max_new_tokens
     self.eos_ids = tuple(int(e) for e in eos_ids)
     self.pad_id = pad_id

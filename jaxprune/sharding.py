@@ -74,14 +74,30 @@ def make_mesh(sizes: Mapping[str, int]) -> Mesh:
   return Mesh(devices, AXES)
 
 
-def spec_for(path: str, shape: tuple[int, ...], model_size: int) -> P:
-  """The PartitionSpec of one parameter; replicated when its sharded dim does not divide evenly."""
+# Attention projections split by heads: their sharded dim is heads x head_dim, and a device must hold whole heads
+# (a split head turns q.k, and FastV's sum over a head's logits, into cross-device partial sums, which round
+# differently from one device).
+_HEAD_SPLIT = re.compile(r"(.*)\.(q_proj|k_proj|v_proj|o_proj|out_proj)\.(kernel|bias)")
+
+
+def head_sizes(model: Any) -> dict[str, int]:
+  """{attention module path: head_dim} for every module of `model` (concrete or abstract) with a `head_dim`."""
+  from flax import nnx
+  return {".".join(str(k) for k in path): node.head_dim for path, node in nnx.iter_graph(model)
+          if isinstance(node, nnx.Module) and isinstance(getattr(node, "head_dim", None), int)}
+
+
+def spec_for(path: str, shape: tuple[int, ...], model_size: int, head_dims: Mapping[str, int] | None = None) -> P:
+  """The PartitionSpec of one parameter; replicated when its sharded dim does not divide evenly — into whole
+  heads for attention projections whose module is in `head_dims` (see `head_sizes`)."""
+  split = _HEAD_SPLIT.fullmatch(path)
+  unit = (head_dims or {}).get(split.group(1), 1) if split else 1
   for pattern, spec in RULES:
     if re.fullmatch(pattern, path):
       if len(spec) != len(shape):
         return P()
       for dim, axis in zip(shape, spec):
-        if axis == "model" and dim % model_size:
+        if axis == "model" and dim % (model_size * unit):
           return P()
       return spec
   return P()
@@ -92,30 +108,30 @@ def _flat(state) -> list[tuple[str, Any]]:
   return [(".".join(str(k) for k in path), leaf) for path, leaf in nnx.to_flat_state(state)]
 
 
-def plan_specs(state, model_size: int) -> dict[str, P]:
+def plan_specs(state, model_size: int, head_dims: Mapping[str, int] | None = None) -> dict[str, P]:
   """{param path: PartitionSpec} for an (abstract or concrete) NNX state."""
-  return {path: spec_for(path, tuple(leaf.shape), model_size) for path, leaf in _flat(state)}
+  return {path: spec_for(path, tuple(leaf.shape), model_size, head_dims) for path, leaf in _flat(state)}
 
 
-def per_device_bytes(state, sizes: Mapping[str, int]) -> int:
+def per_device_bytes(state, sizes: Mapping[str, int], head_dims: Mapping[str, int] | None = None) -> int:
   """Bytes of parameters each device holds under the rules (shapes only)."""
   total = 0
   for path, leaf in _flat(state):
-    spec = spec_for(path, tuple(leaf.shape), sizes["model"])
+    spec = spec_for(path, tuple(leaf.shape), sizes["model"], head_dims)
     shards = math.prod(sizes[a] for a in spec if a is not None)
     total += math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize // shards
   return total
 
 
-def shard_model_state(state, mesh: Mesh):
-  """Place an NNX state on the mesh by the rules (replicated over `data`)."""
+def shard_model_state(state, mesh: Mesh, head_dims: Mapping[str, int] | None = None):
+  """Place an NNX state on the mesh by the rules (replicated over `data`); `head_dims` from `head_sizes`."""
   from flax import nnx
   model_size = mesh.shape["model"]
   flat = nnx.to_flat_state(state)
   placed = []
   for path, leaf in flat:
     name = ".".join(str(k) for k in path)
-    sharding = NamedSharding(mesh, spec_for(name, tuple(leaf.shape), model_size))
+    sharding = NamedSharding(mesh, spec_for(name, tuple(leaf.shape), model_size, head_dims))
     placed.append((path, leaf.replace(jax.device_put(leaf[...], sharding))))
   return nnx.from_flat_state(placed)
 
@@ -155,6 +171,8 @@ def initialize_distributed(enabled: bool) -> None:
     jax.distributed.initialize()
 
 
-def sharding_for(mesh: Mesh):
-  """path, shape -> NamedSharding: what loaders use to place each weight straight onto its shards."""
-  return lambda path, shape: NamedSharding(mesh, spec_for(path, tuple(shape), mesh.shape["model"]))
+def sharding_for(mesh: Mesh, model: Any = None):
+  """path, shape -> NamedSharding: what loaders use to place each weight straight onto its shards; `model` (the
+  abstract model being filled) tells attention projections' head sizes."""
+  head_dims = head_sizes(model) if model is not None else None
+  return lambda path, shape: NamedSharding(mesh, spec_for(path, tuple(shape), mesh.shape["model"], head_dims))

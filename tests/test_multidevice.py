@@ -14,7 +14,7 @@ from flax import nnx
 
 from jaxprune.models.llava import Llava
 from jaxprune.models.registry import LLAVA_15_7B
-from jaxprune.sharding import per_device_bytes, plan_specs, spec_for
+from jaxprune.sharding import head_sizes, per_device_bytes, plan_specs, spec_for
 
 EIGHT_DEVICES = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONUNBUFFERED="1")
 
@@ -68,3 +68,19 @@ def test_indivisible_dims_fall_back_to_replicated():
   assert tuple(spec_for("language_model.layers.0.attn.q_proj.kernel", (64, 60), 8)) == ()
   assert tuple(spec_for("language_model.layers.0.attn.q_proj.kernel", (64, 64), 8)) == (None, "model")
   assert tuple(spec_for("language_model.norm.weight", (4096,), 8)) == ()
+
+
+def test_attention_projections_shard_in_whole_heads(tiny_llava_jax):
+  """A device holds whole heads: split heads make q.k (and FastV's per-head sums) cross-device partial sums,
+  which round differently from one device in bf16 (kept tokens moved under `--mesh model=8` on the tiny model)."""
+  heads = head_sizes(tiny_llava_jax.model)
+  assert heads["language_model.layers.0.attn"] == 16 and heads["vision_tower.layers.0.self_attn"] == 8
+  q, k = "language_model.layers.0.attn.q_proj.kernel", "language_model.layers.0.attn.k_proj.kernel"
+  assert tuple(spec_for(q, (64, 64), 8)) == (None, "model")  # shape alone: 8 shards of half a head each
+  assert tuple(spec_for(q, (64, 64), 8, heads)) == ()  # 4 heads over 8 devices: replicated
+  assert tuple(spec_for(q, (64, 64), 4, heads)) == (None, "model")  # one head per device
+  assert tuple(spec_for(k, (64, 32), 2, heads)) == (None, "model") and tuple(spec_for(k, (64, 32), 4, heads)) == ()
+  o = "language_model.layers.0.attn.o_proj.kernel"
+  assert tuple(spec_for(o, (64, 64), 8, heads)) == () and tuple(spec_for(o, (64, 64), 2, heads)) == ("model", None)
+  mlp = "language_model.layers.0.mlp.gate_proj.kernel"
+  assert tuple(spec_for(mlp, (64, 128), 8, heads)) == (None, "model")  # not attention: any even split

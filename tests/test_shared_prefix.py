@@ -139,6 +139,7 @@ def _answers(out: Path):
 # both paths in one process (one import of jax, one model load per run); only the shared run times its plans
 EIGHT_DEVICE_SCRIPT = """
 import sys
+from jaxprune import eval as jeval
 out, base = sys.argv[1], sys.argv[2:]
 assert jeval.main(base + ["--output-path", out + "/shared", "--time-batches", "1"]) == 0
 assert jeval.main(base + ["--output-path", out + "/per_plan", "--time-batches", "0", "--per-plan"]) == 0

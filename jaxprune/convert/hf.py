@@ -9,6 +9,7 @@ Every malformed input raises `CheckpointError` with one line naming the file, ke
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -61,10 +62,12 @@ def fill_state(family: Family, cfg: Any, tensors: Iterable[tuple[str, Any]], dty
                source: str, placement=None) -> nnx.Module:
   """Map HF tensors through the family's rules into an abstract model; return the concrete model.
 
-  `placement(path, shape) -> Sharding` puts each weight straight onto its shards (host -> devices), so a
-  model larger than one device's memory never passes through a single device.
+  `placement(abstract model) -> (path, shape) -> Sharding` puts each weight straight onto its shards (host ->
+  devices), so a model larger than one device's memory never passes through a single device.
   """
-  graphdef, state = nnx.split(_abstract_model(family, cfg, dtype))
+  abstract = _abstract_model(family, cfg, dtype)
+  place = placement(abstract) if placement else None
+  graphdef, state = nnx.split(abstract)
   expected = {_path_str(p): v for p, v in nnx.to_flat_state(state)}
   rules = [(re.compile(rx), target, fn) for rx, target, fn in family.weight_map]
   values: dict[str, jax.Array] = {}
@@ -91,7 +94,7 @@ def fill_state(family: Family, cfg: Any, tensors: Iterable[tuple[str, Any]], dty
                             f"{tuple(implied)}")
     array = np.asarray(fn(array) if fn else array).astype(expected[target].dtype)
     _check_finite(array, tensor, f"{source}: weight {key!r}")
-    values[target] = jax.device_put(array, placement(target, want)) if placement else jnp.asarray(array)
+    values[target] = jax.device_put(array, place(target, want)) if place else jnp.asarray(array)
   missing = sorted(set(expected) - set(values))
   if missing:
     raise CheckpointError(f"{source}: checkpoint is missing {len(missing)} weight(s) the model needs, "
@@ -233,9 +236,11 @@ def load_orbax(path: Path, dtype: jnp.dtype | None, placement=None) -> Loaded:
   hf_config = read_hf_config(path)
   family, cfg = _config(hf_config, str(path / "config.json"))
   dtype = dtype or jnp.dtype(meta["dtype"])
-  graphdef, abstract = nnx.split(_abstract_model(family, cfg, jnp.dtype(meta["dtype"])))
+  model = _abstract_model(family, cfg, jnp.dtype(meta["dtype"]))
+  graphdef, abstract = nnx.split(model)
   if placement is not None:  # orbax restores each array directly onto its shards
-    flat = [(p, v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=placement(_path_str(p), v.shape))))
+    place = placement(model)
+    flat = [(p, v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=place(_path_str(p), v.shape))))
             for p, v in nnx.to_flat_state(abstract)]
     abstract = nnx.from_flat_state(flat)
   params = path.absolute() / "params"  # orbax refuses relative paths
@@ -323,7 +328,7 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: jnp.dtype | str | None
   placement = None
   if mesh is not None:
     from jaxprune.sharding import sharding_for
-    placement = sharding_for(mesh)
+    placement = functools.partial(sharding_for, mesh)  # given the abstract model: whole attention heads
   dtype = None if dtype is None else jnp.dtype(dtype)
   path = resolve(name_or_path)
   if path.is_file():
