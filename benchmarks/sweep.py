@@ -2,6 +2,7 @@
 unpruned pass over the same items, next to the analytic prefill FLOPs of both.
 
     python benchmarks/sweep.py            # demo grid + large grid on checkpoints/llava-easyvqa
+    python benchmarks/sweep.py --grid demo  # the demo grid only
     python benchmarks/sweep.py --quick    # a 3-plan grid on one batch (smoke test)
 
 Every program is compiled (warm-up) before timing; then each repetition times, back to back, one unpruned pass,
@@ -145,6 +146,8 @@ def main(argv=None) -> int:
   ap.add_argument("--items", type=int, default=16)
   ap.add_argument("--reps", type=int, default=3)
   ap.add_argument("--out", default=str(ROOT / "evals" / "bench"))
+  ap.add_argument("--grid", choices=("demo", "large", "both"), default="both",
+                  help="which grid(s) to run (each compiles every plan twice: the large one takes longest)")
   args = ap.parse_args(argv)
   runner = Runner.load(MODEL, dtype=None, max_new_tokens=16, bucket=64, batch_size=8, mesh=None)
   data = batches(runner, 8 if args.quick else args.items)
@@ -156,6 +159,7 @@ def main(argv=None) -> int:
     methods = ",".join(["none"] + [m for m in METHODS if m not in ("oracle", "anti-oracle")])
     grids = [("demo", grid_plans(runner, demo.method, None, demo.keep)),
              (f"large (layers {layers})", grid_plans(runner, methods, layers, LARGE_KEEPS))]
+    grids = [g for g, name in zip(grids, ("demo", "large")) if args.grid in (name, "both")]
   result = {"model": MODEL, "machine": f"{jax.device_count()} {jax.default_backend()} device(s)",
             "grids": [run_grid(name, runner, data, plans, 1 if args.quick else args.reps) for name, plans in grids]}
   out = Path(args.out)
