@@ -37,3 +37,33 @@ def build_prompt(tokenizer, question: str, *, image_token_id: int | None, num_im
   end = len(ids)
   ids += _encode(tokenizer, " " + ASSISTANT)
   return Prompt(ids, (start, end))
+
+
+# ---------------------------------------------------------------------- checkpoints with their own chat template
+
+_QUESTION_MARK = "\x00QUESTION\x00"  # stands in for the question while a template renders
+
+
+def chat_prompt(template, question: str, num_images: int) -> str:
+  """The checkpoint's own chat template (a processor or tokenizer with one) for one user turn: images first, then
+  the text."""
+  content = [{"type": "image"}] * num_images + [{"type": "text", "text": question}]
+  return template.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                      tokenize=False)
+
+
+def chat_halves(template, num_images: int) -> tuple[str, str]:
+  """The rendered chat prompt before and after the question (the template must render it exactly once)."""
+  text = chat_prompt(template, _QUESTION_MARK, num_images)
+  if text.count(_QUESTION_MARK) != 1:
+    raise ValueError("the chat template does not render the user's text exactly once")
+  before, after = text.split(_QUESTION_MARK)
+  return before, after
+
+
+def encode_around(tokenizer, before: str, question: str, after: str) -> Prompt:
+  """Tokenize in three pieces around the question, so its token span is exact."""
+  ids = _encode(tokenizer, before)
+  start = len(ids)
+  ids += _encode(tokenizer, question.strip())
+  return Prompt(ids + _encode(tokenizer, after), (start, len(ids)))

@@ -13,6 +13,7 @@ from flax import nnx
 from jaxprune.convert.hf import load_model
 from jaxprune.core import decoding
 from jaxprune.models.llava_onevision import host
+from jaxprune.prompts import chat_prompt
 
 TOL = 1e-4
 IMAGE, VIDEO = 150, 151
@@ -315,7 +316,7 @@ def test_host_with_the_checkpoints_processor_and_chat_template(tiny_onevision, t
   assert inputs.ids.shape[0] == 5
   logits = np.asarray(forward(model, inputs))
   for row, question in enumerate(questions):
-    text = host.chat_prompt(tokenizer, question, 0 if row == 3 else 1)
+    text = chat_prompt(tokenizer, question, 0 if row == 3 else 1)
     ids, kwargs = tokenizer(text, add_special_tokens=False)["input_ids"], {}
     if row < 3:
       out = image_processor(images=[pil[row]], return_tensors="pt")

@@ -14,6 +14,7 @@ from flax import nnx
 from jaxprune.core import decoding
 from jaxprune.models.qwen2_5_vl import host
 from jaxprune.models.qwen2_5_vl.weights import load_qwen
+from jaxprune.prompts import chat_prompt
 
 TOL = 1e-4
 IMAGE, VIDEO, START, END = 150, 151, 152, 153
@@ -309,7 +310,7 @@ def test_chat_template_and_image_processor_end_to_end(tiny_qwen, tmp_path):
   images = [[Image.fromarray(rng.randint(0, 255, (32, 48, 3), np.uint8))],
             [Image.fromarray(rng.randint(0, 255, (40, 24, 3), np.uint8)),
              Image.fromarray(rng.randint(0, 255, (24, 24, 3), np.uint8))]]
-  prompts = [host.chat_prompt(tokenizer, "w5 w6 w7", 1), host.chat_prompt(tokenizer, "w9", 2)]
+  prompts = [chat_prompt(tokenizer, "w5 w6 w7", 1), chat_prompt(tokenizer, "w9", 2)]
   assert prompts[1].count("<|image_pad|>") == 2
   inputs = host.build_inputs(tokenizer, image_processor, prompts, images, cfg, **BUCKETS)
   logits = np.asarray(forward(model, inputs))

@@ -15,7 +15,7 @@ import numpy as np
 from jaxprune.core.tokens import ModelInputs
 from jaxprune.inputs import image_batch
 from jaxprune.models.gemma3.config import Gemma3Config
-from jaxprune.prompts import Prompt
+from jaxprune.prompts import Prompt, chat_halves, encode_around
 
 
 class Gemma3Host:
@@ -26,8 +26,6 @@ class Gemma3Host:
   processor's own sequence, and tokenizes in three pieces around the question, so the question's token span is
   exact (text-aware scorers read it).
   """
-
-  _MARK = "\x00QUESTION\x00"  # stands in for the question while the template renders
 
   def __init__(self, config: Gemma3Config, tokenizer, processor=None):
     from transformers import Gemma3Processor
@@ -57,23 +55,13 @@ class Gemma3Host:
 
   def prompt(self, question: str, with_image: bool, num_images: int = 1) -> Prompt:
     images = num_images if with_image else 0
-    content = [{"type": "image"}] * images + [{"type": "text", "text": self._MARK}]
-    text = self.template.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                             tokenize=False)
-    if text.count(self._MARK) != 1:
-      raise ValueError("the chat template does not render the user's text exactly once")
-    before, after = text.split(self._MARK)
+    before, after = chat_halves(self.template, images)
     if images:
       boi = self.tokenizer.boi_token
       if before.count(boi) != images:
         raise ValueError(f"the chat template rendered {before.count(boi)} {boi} for {images} image(s)")
       before = before.replace(boi, self._need_processor().full_image_sequence)
-    encode = lambda s: list(self.tokenizer.encode(s, add_special_tokens=False)) if s else []
-    ids = encode(before)
-    start = len(ids)
-    ids += encode(question.strip())
-    end = len(ids)
-    return Prompt(ids + encode(after), (start, end))
+    return encode_around(self.tokenizer, before, question, after)
 
   def pixels(self, images: Sequence) -> np.ndarray:
     """PIL images -> [N, C, S, S] float32 by the checkpoint's image processor (no pan-and-scan crops)."""

@@ -35,7 +35,7 @@ import numpy as np
 
 from jaxprune.core.tokens import ModelInputs, VisualLayout
 from jaxprune.models.llava_onevision.config import OnevisionConfig
-from jaxprune.prompts import Prompt
+from jaxprune.prompts import Prompt, chat_halves, encode_around
 
 TAPS = 4  # bilinear interpolation reads at most 4 source tokens
 
@@ -254,19 +254,11 @@ def preprocess_images(image_processor, images: Sequence) -> list[Image]:
   return [Image(crops=p, size=(int(s[0]), int(s[1]))) for p, s in zip(pixels, out["image_sizes"])]
 
 
-def chat_prompt(template, question: str, num_images: int) -> str:
-  """The checkpoint's own chat template (processor or tokenizer) for one user turn: images first, then text."""
-  content = [{"type": "image"}] * num_images + [{"type": "text", "text": question}]
-  return template.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                      tokenize=False)
-
-
 class OnevisionHost:
   """The family's host side as eval and generation call it: `prompt`, `pixels`, `join`, `batch` (see
   `base.Family.host`). The prompt is the checkpoint's own chat template, tokenized in three pieces around the
   question so its token span is exact; `batch` expands each `<image>` to its token count."""
 
-  _MARK = "\x00QUESTION\x00"  # stands in for the question while the template renders
 
   def __init__(self, config: OnevisionConfig, tokenizer, processor=None, *, visual_multiple: int = 64,
                crop_multiple: int = 8):
@@ -279,16 +271,8 @@ class OnevisionHost:
     self.visual_multiple, self.crop_multiple = visual_multiple, crop_multiple
 
   def prompt(self, question: str, with_image: bool, num_images: int = 1) -> Prompt:
-    text = chat_prompt(self.template, self._MARK, num_images if with_image else 0)
-    if text.count(self._MARK) != 1:
-      raise ValueError("the chat template does not render the user's text exactly once")
-    before, after = text.split(self._MARK)
-    encode = lambda s: list(self.tokenizer.encode(s, add_special_tokens=False)) if s else []
-    ids = encode(before)
-    start = len(ids)
-    ids += encode(question.strip())
-    end = len(ids)
-    return Prompt(ids + encode(after), (start, end))
+    before, after = chat_halves(self.template, num_images if with_image else 0)
+    return encode_around(self.tokenizer, before, question, after)
 
   def pixels(self, images: Sequence) -> list[Image]:
     """PIL images -> their crops by the checkpoint's image processor."""

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxprune.core.tokens import ModelInputs, VisualLayout
-from jaxprune.prompts import Prompt
+from jaxprune.prompts import Prompt, chat_halves, encode_around
 from jaxprune.models.qwen2_5_vl.config import Qwen25VLConfig
 from jaxprune.models.qwen2_5_vl.vision import VisionPatches
 
@@ -181,13 +181,6 @@ def preprocess_images(image_processor, images: Sequence) -> tuple[list[Grid], li
   return grids, np.split(np.asarray(out["pixel_values"], np.float32), sizes)
 
 
-def chat_prompt(processor, question: str, num_images: int) -> str:
-  """The checkpoint's own chat template (processor or tokenizer) for one user turn: images first, then text."""
-  content = [{"type": "image"}] * num_images + [{"type": "text", "text": question}]
-  return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                       tokenize=False)
-
-
 def build_inputs(tokenizer, image_processor, prompts: Sequence[str], images: Sequence[Sequence], cfg: Qwen25VLConfig,
                  **buckets) -> ModelInputs:
   """Prompt texts (one image token per image, e.g. from `chat_prompt`) + images per prompt -> `ModelInputs`."""
@@ -209,7 +202,6 @@ class Qwen25VLHost:
   expands each image token to its merged-token count, which moves the span by the tokens inserted before it.
   """
 
-  _MARK = "\x00QUESTION\x00"  # stands in for the question while the template renders
 
   def __init__(self, config: Qwen25VLConfig, tokenizer, processor=None, *, visual_multiple: int = 64,
                patch_multiple: int = 256):
@@ -221,16 +213,8 @@ class Qwen25VLHost:
     self.visual_multiple, self.patch_multiple = visual_multiple, patch_multiple
 
   def prompt(self, question: str, with_image: bool, num_images: int = 1) -> Prompt:
-    text = chat_prompt(self.template, self._MARK, num_images if with_image else 0)
-    if text.count(self._MARK) != 1:
-      raise ValueError("the chat template does not render the user's text exactly once")
-    before, after = text.split(self._MARK)
-    encode = lambda s: list(self.tokenizer.encode(s, add_special_tokens=False)) if s else []
-    ids = encode(before)
-    start = len(ids)
-    ids += encode(question.strip())
-    end = len(ids)
-    return Prompt(ids + encode(after), (start, end))
+    before, after = chat_halves(self.template, num_images if with_image else 0)
+    return encode_around(self.tokenizer, before, question, after)
 
   def pixels(self, images: Sequence) -> list[tuple[Grid, np.ndarray]]:
     """PIL images -> per image (grid, patches [t*h*w, Dp]) by the checkpoint's image processor."""
