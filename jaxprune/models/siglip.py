@@ -36,14 +36,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxprune.models.activations import activation
 from jaxprune.models.attention import attend
 from jaxprune.models.weights import Rule, linear
-
-_ACTIVATIONS = {
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +90,7 @@ class SiglipVisionConfig:
   @classmethod
   def from_hf(cls, d: Mapping[str, Any]) -> "SiglipVisionConfig":
     act = d.get("hidden_act", "gelu_pytorch_tanh")
-    if act not in _ACTIVATIONS:
-      raise ValueError(f"config.json: vision_config.hidden_act {act!r} is not supported ({', '.join(_ACTIVATIONS)})")
+    activation(act, "vision_config.hidden_act")  # refuse an unknown one at load
     return cls(hidden_size=d["hidden_size"], intermediate_size=d["intermediate_size"],
                num_layers=d["num_hidden_layers"], num_heads=d["num_attention_heads"], image_size=d["image_size"],
                patch_size=d["patch_size"], num_channels=d.get("num_channels", 3),
@@ -160,7 +154,7 @@ class SiglipEncoderLayer(nnx.Module):
     self.layer_norm2 = _layer_norm(cfg, dtype, rngs)
     self.fc1 = _linear(cfg.hidden_size, cfg.intermediate_size, dtype, rngs)
     self.fc2 = _linear(cfg.intermediate_size, cfg.hidden_size, dtype, rngs, f32_out=True)
-    self.act = _ACTIVATIONS[cfg.hidden_act]
+    self.act = activation(cfg.hidden_act)
 
   def __call__(self, x: jax.Array, signals: bool = False):
     attended, importance, keys = self.self_attn(self.layer_norm1(x), signals)

@@ -13,21 +13,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxprune.models.activations import activation
 from jaxprune.models.attention import attend
 from jaxprune.models.llava.config import VisionConfig
-
-ACTIVATIONS = {
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-}
-
-
-def activation(name: str):
-  if name not in ACTIVATIONS:
-    raise ValueError(f"config.json: activation {name!r} is not supported ({', '.join(ACTIVATIONS)})")
-  return ACTIVATIONS[name]
-
 
 class VisionEmbeddings(nnx.Module):
 

@@ -21,8 +21,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxprune.core.tokens import ModelInputs, Tokens, VisionSignals, VisualLayout, make_tokens
+from jaxprune.models.activations import activation
 from jaxprune.models.llama import LlamaModel
-from jaxprune.models.llava.clip import VisionTower, activation
+from jaxprune.models.llava.clip import VisionTower
 from jaxprune.models.llava.config import LlavaConfig
 
 

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxprune.core.tokens import ModelInputs, Tokens, VisionSignals, VisualLayout, make_tokens
+from jaxprune.models.activations import activation
 from jaxprune.models.llama import LlamaModel
-from jaxprune.models.llava.clip import activation
 from jaxprune.models.llava_onevision.config import OnevisionConfig
 from jaxprune.models.llava_onevision.host import OnevisionPixels
 from jaxprune.models.siglip import SiglipVisionTower

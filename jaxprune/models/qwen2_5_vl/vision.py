@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxprune.models.activations import activation
 from jaxprune.models.attention import attend
 from jaxprune.models.llama import RMSNorm, apply_rope
 from jaxprune.models.qwen2_5_vl.config import Qwen25VisionConfig
@@ -45,15 +46,6 @@ class TowerOutputs:
   features: jax.Array  # [M, Do] merger outputs: the LLM's visual tokens
   importance: jax.Array  # [M] float32 attention received in the last block (see `VisionTower.__call__`)
   keys: jax.Array  # [M, Dh] last block's pre-RoPE keys, mean over heads and over the merged patches
-
-
-def activation(name: str):
-  acts = {"silu": jax.nn.silu, "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-          "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-          "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x)}
-  if name not in acts:
-    raise ValueError(f"config.json: vision_config.hidden_act {name!r} is not supported ({', '.join(acts)})")
-  return acts[name]
 
 
 def _linear(n_in: int, n_out: int, bias: bool, dtype, rngs: nnx.Rngs) -> nnx.Linear:
@@ -137,7 +129,7 @@ class VisionMLP(nnx.Module):
     self.gate_proj = _linear(d, f, True, dtype, rngs)
     self.up_proj = _linear(d, f, True, dtype, rngs)
     self.down_proj = _linear(f, d, True, dtype, rngs)
-    self.act = activation(cfg.hidden_act)
+    self.act = activation(cfg.hidden_act, "vision_config.hidden_act")
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
