@@ -79,3 +79,41 @@ class TextConfig:
         eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
         pad_token_id=d.get("pad_token_id"),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+  """A ViT vision tower's shape (CLIP, SigLIP); a family's tower config subclasses it with its own defaults."""
+
+  hidden_size: int
+  intermediate_size: int
+  num_layers: int
+  num_heads: int
+  image_size: int
+  patch_size: int
+  num_channels: int = 3
+  layer_norm_eps: float = 1e-5
+  hidden_act: str = "quick_gelu"
+
+  @property
+  def grid(self) -> tuple[int, int]:
+    side = self.image_size // self.patch_size
+    return side, side
+
+  @property
+  def num_patches(self) -> int:
+    return self.grid[0] * self.grid[1]
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @classmethod
+  def from_hf(cls, d: Mapping[str, Any]):
+    """A `vision_config` dict; absent optional keys take this class's defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    return cls(hidden_size=d["hidden_size"], intermediate_size=d["intermediate_size"],
+               num_layers=d["num_hidden_layers"], num_heads=d["num_attention_heads"], image_size=d["image_size"],
+               patch_size=d["patch_size"], num_channels=d.get("num_channels", defaults["num_channels"]),
+               layer_norm_eps=d.get("layer_norm_eps", defaults["layer_norm_eps"]),
+               hidden_act=d.get("hidden_act", defaults["hidden_act"]))

@@ -38,33 +38,16 @@ from flax import nnx
 
 from jaxprune.models.activations import activation
 from jaxprune.models.attention import attend
+from jaxprune.models.config import ViTConfig
 from jaxprune.models.weights import Rule, linear
 
 
 @dataclasses.dataclass(frozen=True)
-class SiglipVisionConfig:
-  hidden_size: int
-  intermediate_size: int
-  num_layers: int
-  num_heads: int
-  image_size: int
-  patch_size: int
-  num_channels: int = 3
+class SiglipVisionConfig(ViTConfig):
+  """SigLIP's defaults (no [CLS]; tanh GELU)."""
+
   layer_norm_eps: float = 1e-6
   hidden_act: str = "gelu_pytorch_tanh"
-
-  @property
-  def grid(self) -> tuple[int, int]:
-    side = self.image_size // self.patch_size
-    return side, side
-
-  @property
-  def num_patches(self) -> int:
-    return self.grid[0] * self.grid[1]
-
-  @property
-  def head_dim(self) -> int:
-    return self.hidden_size // self.num_heads
 
   @property
   def patch_dim(self) -> int:
@@ -89,12 +72,9 @@ class SiglipVisionConfig:
 
   @classmethod
   def from_hf(cls, d: Mapping[str, Any]) -> "SiglipVisionConfig":
-    act = d.get("hidden_act", "gelu_pytorch_tanh")
-    activation(act, "vision_config.hidden_act")  # refuse an unknown one at load
-    return cls(hidden_size=d["hidden_size"], intermediate_size=d["intermediate_size"],
-               num_layers=d["num_hidden_layers"], num_heads=d["num_attention_heads"], image_size=d["image_size"],
-               patch_size=d["patch_size"], num_channels=d.get("num_channels", 3),
-               layer_norm_eps=d.get("layer_norm_eps", 1e-6), hidden_act=act)
+    config = super().from_hf(d)
+    activation(config.hidden_act, "vision_config.hidden_act")  # refuse an unknown one at load
+    return config
 
 
 @flax.struct.dataclass

@@ -5,49 +5,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from jaxprune.models.config import TextConfig, get_first
+from jaxprune.models.config import TextConfig, ViTConfig, get_first
 
 
 @dataclasses.dataclass(frozen=True)
-class VisionConfig:
-  """A CLIP ViT vision tower (pre-LN, [CLS] token, learned absolute positions)."""
+class VisionConfig(ViTConfig):
+  """A CLIP ViT vision tower (pre-LN, [CLS] token, learned absolute positions; CLIP's defaults)."""
 
-  hidden_size: int
-  intermediate_size: int
-  num_layers: int
-  num_heads: int
-  image_size: int
-  patch_size: int
-  num_channels: int = 3
   layer_norm_eps: float = 1e-5
   hidden_act: str = "quick_gelu"
-
-  @property
-  def grid(self) -> tuple[int, int]:
-    side = self.image_size // self.patch_size
-    return side, side
-
-  @property
-  def num_patches(self) -> int:
-    return self.grid[0] * self.grid[1]
-
-  @property
-  def head_dim(self) -> int:
-    return self.hidden_size // self.num_heads
-
-  @classmethod
-  def from_hf(cls, d: Mapping[str, Any]) -> "VisionConfig":
-    return cls(
-        hidden_size=d["hidden_size"],
-        intermediate_size=d["intermediate_size"],
-        num_layers=d["num_hidden_layers"],
-        num_heads=d["num_attention_heads"],
-        image_size=d["image_size"],
-        patch_size=d["patch_size"],
-        num_channels=d.get("num_channels", 3),
-        layer_norm_eps=d.get("layer_norm_eps", 1e-5),
-        hidden_act=d.get("hidden_act", "quick_gelu"),
-    )
 
 
 @dataclasses.dataclass(frozen=True)
