@@ -88,6 +88,32 @@ def test_cell_labels_follow_the_object_masks():
       assert (crow, ccol) == (row, col)
 
 
+def test_relevant_cells_are_the_referenced_objects_and_the_curriculum_adds_distractors(tiny, tokenizer):
+  recipe, cfg, split = tiny
+  first = np.flatnonzero(split.generated)
+  for r in first[:20]:  # the generated question's cells are the item's relevance mask, on the 12x12 grid
+    item = scenes.make_item("train", int(split.image_index[r]))
+    np.testing.assert_array_equal(split.relevant[r], scenes.relevant_cells(item, 12))
+  assert split.relevant[first].any(axis=1).all()  # a drawn "is there ...? no" may name no object at all
+  recipe = dataclasses.replace(recipe, steps=10, focus_fraction=0.5)  # 5 curriculum steps, then random dropping
+  batches = recipe_mod.Batches(split, recipe, tokenizer.pad_token_id, cfg.image_token_id)
+  for step in range(7):
+    arrays, rows = batches.next()
+    keep = arrays["visual_keep"][:, batches.visual_slots]  # [Bi, 144]
+    evidence = split.relevant[rows].reshape(len(keep), -1, 144)[:, 0]  # each image's first question's cells
+    others = keep & ~evidence
+    trained = arrays["target"].any(axis=1)  # [B] rows with a loss
+    if step < 5:  # only the first question of each image is trained on
+      np.testing.assert_array_equal(trained, np.arange(len(rows)) % recipe.questions_per_image == 0)
+    if step == 0:
+      np.testing.assert_array_equal(keep, evidence)  # the evidence alone
+    elif step < 5:
+      assert (keep >= evidence).all() and 0 < others.sum() < (~evidence).sum()  # share step/5 of the rest
+    else:  # after the curriculum: every question, whole images or a random >= 16 tokens
+      assert trained.all() and (keep.sum(1) >= 16).all()
+  assert (arrays["visual_keep"].sum(1) == len(arrays["prefix"])).any()
+
+
 def test_pixels_are_the_image_processors(tiny):
   from jaxprune.data import common
   _, _, split = tiny
@@ -109,7 +135,7 @@ def test_visual_keep_equals_removing_the_tokens(tiny, tokenizer, runner):
   assert (cfg.text.num_layers, cfg.num_image_tokens) == (2, 144)
   graphdef, state = nnx.split(model)
   pad = tokenizer.pad_token_id
-  batches = recipe_mod.Batches(split, dataclasses.replace(recipe, visual_drop_prob=1.0), pad, cfg.image_token_id)
+  batches = recipe_mod.Batches(split, dataclasses.replace(recipe, visual_drop_prob=1.0, focus_fraction=0.0), pad, cfg.image_token_id)
   arrays, rows = batches.next()
   keep = arrays["visual_keep"]  # [Bi, P]
   assert (keep.sum(1) < len(arrays["prefix"])).all() and (keep.sum(1) >= len(arrays["prefix"]) - 144 + 16).all()

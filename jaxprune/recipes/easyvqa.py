@@ -660,11 +660,13 @@ def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 
   for i in bar:
     arrays, rows = batches.next()
     params, opt_state, loss, per_seq = step(params, opt_state, frozen, arrays)
-    pending.append((loss, per_seq, rows))
+    trained = np.asarray(arrays["target"]).any(axis=1)  # [B] rows with a loss (a recipe may mask some)
+    pending.append((loss, per_seq, rows, trained))
     if (i + 1) % log_every == 0 or i + 1 == recipe.steps:  # one host sync per log_every steps
-      losses.append((i + 1, float(np.mean([float(l) for l, _, _ in pending]))))
-      seq = np.concatenate([np.asarray(p) for _, p, _ in pending])
-      fam = kinds[np.concatenate([r for _, _, r in pending])]
+      losses.append((i + 1, float(np.mean([float(l) for l, _, _, _ in pending]))))
+      used = np.concatenate([t for _, _, _, t in pending])
+      seq = np.concatenate([np.asarray(p) for _, p, _, _ in pending])[used]
+      fam = kinds[np.concatenate([r for _, _, r, _ in pending])][used]
       for k in family_losses:
         family_losses[k].append(float(seq[fam == k].mean()) if (fam == k).any() else float("nan"))
       pending = []
