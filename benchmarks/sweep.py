@@ -47,6 +47,7 @@ from jaxprune.prune.pipeline import Pruner  # noqa: E402
 from jaxprune.sharding import to_host  # noqa: E402
 
 GRIDS = {"demo": ("llava-easyvqa", "easyvqa"), "large": ("llava-scenes", "scenes")}  # grid -> (model, task)
+LARGE_KEEPS = "4,8,16,64"
 
 
 def large_model(path: str | None) -> str:
@@ -59,7 +60,6 @@ def large_model(path: str | None) -> str:
     raise SystemExit("sweep.py: the large grid needs a deep model: checkpoints/llava-scenes is not shipped yet; "
                      "pass --large-model DIR (e.g. a short run of python -m jaxprune.recipes.scenes)")
   return "llava-scenes"
-LARGE_KEEPS = "4,8,16,64"
 
 
 def batches(runner: Runner, task: str, n_items: int) -> list:

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runs from a checkout, installed or not
-from jaxprune import report  # noqa: E402
 from jaxprune.data import scenes  # noqa: E402
 from jaxprune.eval.records import unbits  # noqa: E402
 
@@ -245,6 +244,7 @@ def main() -> None:
   swept = [r for r in sweep["rows"] if r["method"] not in ("none", "blind")]
   sweep_base = next(r for r in sweep["rows"] if r["method"] == "none")
   keeps = sorted({r["keep"] for r in swept})
+  cell = {(r["method"], r["layer"], r["keep"]): r for r in swept}
   types = analysis["by_type"]
   lines = [
       "# scenes: where to prune, on blind-filtered items",

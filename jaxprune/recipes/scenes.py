@@ -267,7 +267,7 @@ class Batches(base.Batches):
   def focusing(self) -> bool:
     return self.step < self.focus_steps and self.split.relevant is not None
 
-  def visual_keep(self, n_images: int, rows: np.ndarray | None = None) -> np.ndarray:
+  def visual_keep(self, n_images: int, rows: np.ndarray) -> np.ndarray:
     """[Bi, P] bool. Distractor curriculum (`focusing`): each image keeps the cells of its first question's
     referenced objects (only that question is trained on, `next`) and each other visual token with probability
     step / focus_steps, so training starts with the evidence alone (an attribute is in every kept token:
@@ -280,7 +280,7 @@ class Batches(base.Batches):
     r, rng = self.recipe, self.rng
     keep = np.ones((n_images, len(self.prefix)), bool)
     nv = len(self.visual_slots)
-    if self.focusing and rows is not None:
+    if self.focusing:
       share = self.step / self.focus_steps
       relevant = self.split.relevant[rows].reshape(n_images, -1, nv)[:, 0]  # [Bi, Nv] the first question's evidence
       keep[:, self.visual_slots] = relevant | (rng.random((n_images, nv)) < share)
