@@ -6,6 +6,7 @@ program; the decode loop stops early once every sample has emitted EOS and never
 
 from __future__ import annotations
 
+import gc
 from typing import Any, Callable, Sequence
 
 import jax
@@ -118,7 +119,7 @@ def greedy_decode(lm, first_logits: jax.Array, cache: KVCache, *, max_new_tokens
 
 class Generator:
   """Compiled greedy generation for one model. `compiles` counts traces (one per bucket × plan × size; `grid`
-  adds one per bucket for the vision side and one per stretch of shared prefix)."""
+  adds one per bucket for the vision side, one per stretch of shared prefix and one decode per cache layout)."""
 
   def __init__(self, model: nnx.Module, *, max_new_tokens: int = 32, eos_ids: Sequence[int] = (),
                pad_id: int = 0, mesh=None):
@@ -133,7 +134,8 @@ class Generator:
     self._run = jax.jit(self._generate, static_argnames=("prune_points_fn", "keep_logits"))
     self._grid_jits = (jax.jit(self._grid_start),  # the pieces of `grid`
                        jax.jit(self._grid_advance, static_argnames=("to_layer",)),
-                       jax.jit(self._grid_fork, static_argnames=("prune_points_fn", "keep_logits")))
+                       jax.jit(self._grid_fork, static_argnames=("prune_points_fn",)),
+                       jax.jit(self._grid_decode, static_argnames=("keep_logits",), donate_argnames=("cache",)))
 
   def _generate(self, state, inputs, *, prune_points_fn, keep_logits):
     self.compiles += 1  # runs only while tracing
@@ -143,10 +145,14 @@ class Generator:
     return self._decode(model, first, cache, tokens, keep_logits)
 
   def _decode(self, model, first, cache: KVCache, tokens: Tokens, keep_logits: bool) -> dict:
+    return {**self._decoded(model, first, cache, keep_logits)[0], "kept": tokens.replace(hidden=None)}
+
+  def _decoded(self, model, first, cache: KVCache, keep_logits: bool) -> tuple[dict, KVCache]:
+    """The decode from first-token logits [B, V] -> (every output of `__call__` but "kept", final cache)."""
     out, logits, cache = greedy_decode(language_model(model), first, cache, max_new_tokens=self.max_new_tokens,
                                        eos_ids=self.eos_ids, pad_id=self.pad_id, keep_logits=keep_logits)
-    return {"tokens": out, "logits": logits, "kept": tokens.replace(hidden=None), "kv_bytes": cache.nbytes,
-            "nonfinite": jnp.sum(~jnp.isfinite(first), axis=-1)}  # [B] NaN/inf first-token logits: say, never 0%
+    return {"tokens": out, "logits": logits, "kv_bytes": cache.nbytes,
+            "nonfinite": jnp.sum(~jnp.isfinite(first), axis=-1)}, cache  # [B] NaN/inf first-token logits: say, never 0%
 
   # ------------------------------------------------------------------------ a grid of plans sharing its prefix
 
@@ -161,8 +167,9 @@ class Generator:
     self.compiles += 1
     return decoding.prefill_advance(language_model(nnx.merge(self.graphdef, state)), prefix, to_layer)
 
-  def _grid_fork(self, state, prefix: decoding.PrefillState, vision, *, prune_points_fn, keep_logits):
-    """One plan's own continuation from the shared prefix: its prune points, the remaining layers, its decode."""
+  def _grid_fork(self, state, prefix: decoding.PrefillState, vision, *, prune_points_fn):
+    """One plan's own continuation from the shared prefix: its prune points and the remaining layers -> (first-token
+    logits [B, V], KVCache, kept Tokens without hidden). The decode is `_grid_decode`: only this part is the plan's."""
     self.compiles += 1
     model = nnx.merge(self.graphdef, state)
     decoder = language_model(model)
@@ -170,7 +177,15 @@ class Generator:
     points = prune_points_fn(model, prefix.tokens, vision) if prune_points_fn else None
     h, cache, tokens = decoding.prefill_finish(
         decoder, decoding.prefill_advance(decoder, prefix, decoder.config.num_layers, points))
-    return self._decode(model, decoder.logits(h[:, -1]), cache, tokens, keep_logits)
+    return decoder.logits(h[:, -1]), cache, tokens.replace(hidden=None)
+
+  def _grid_decode(self, state, first: jax.Array, cache: KVCache, *, keep_logits):
+    """A fork's greedy decode. Nothing here names the plan: the program is keyed by shapes alone (the cache's kept
+    length per layer), so every plan keeping the same lengths at the same layers (a grid's methods at one layer and
+    budget, the baseline and plans that prune nothing) shares one compiled decode. The cache is donated: the loop
+    updates it in place, as inside `__call__`'s single program."""
+    self.compiles += 1
+    return self._decoded(nnx.merge(self.graphdef, state), first, cache, keep_logits)
 
   def grid(self, batch: Batch, prune_points_fns: Sequence[PrunePointsFn | None], *,
            keep_logits: bool = False) -> list[dict]:
@@ -178,11 +193,17 @@ class Generator:
 
     The vision tower and embedding run once; the unpruned decoder runs once up to each distinct first prune
     layer K, walked in increasing order, and every plan whose first prune point is at K forks its own
-    continuation (its prune points at K and later, the remaining layers, its decode) from that state. A
+    continuation (its prune points at K and later, the remaining layers) from that state, then decodes. A
     multi-stage plan simply continues its own continuation through its later stages: grids cross methods with
     layers and budgets, so two plans rarely share a first stage, and forking again would add a compiled
     program per shared stage (the dominant cost on CPU) for little reuse. Plans that prune nothing (the
     baseline, or keeps at least the visual count) finish from the deepest prefix state.
+
+    Programs: the fork is compiled per plan (its prune points are static); the decode, a `while_loop` over every
+    layer and as large as a fork, is compiled once per cache layout (kept length per layer) and shared by the
+    plans with that layout. jax keeps every compiled program for the life of its `jit`, so a grid over many
+    plans would hold one fork per plan: a long evaluation runs the plans in chunks and calls
+    `release_plan_programs` between them (jaxprune.eval.loop.evaluate_task), which bounds what stays alive.
 
     Memory: one live prefix state (what enters layer K and the KV of layers < K) plus one plan's continuation at
     a time; a state is replaced when the walk moves to the next K. Each piece is its own `jit` program of the
@@ -192,7 +213,7 @@ class Generator:
     exactly and the logits within 1e-5). A prune-points function must choose its layers from shapes alone (as
     `Pruner` does): it is called once on the host to find its first layer.
     """
-    start, advance, fork = self._grid_jits
+    start, advance, fork, decode = self._grid_jits
     prefix, vision = start(self.state, self.device_arrays(batch))
     model = nnx.merge(self.graphdef, self.state)
     by_layer: dict[int, list[int]] = {}  # first prune layer -> plan indices; num_layers: prunes nothing
@@ -205,9 +226,22 @@ class Generator:
       if prefix.layer < layer < num_layers:  # plans that prune nothing fork from the deepest state as it is
         prefix = advance(self.state, prefix, to_layer=layer)  # the previous state is dropped here
       for index in by_layer[layer]:
-        outputs[index] = fork(self.state, prefix, vision, prune_points_fn=prune_points_fns[index],
-                              keep_logits=keep_logits)
+        first, cache, kept = fork(self.state, prefix, vision, prune_points_fn=prune_points_fns[index])
+        out, _ = decode(self.state, first, cache, keep_logits=keep_logits)  # the fork's cache is consumed here
+        outputs[index] = {**out, "kept": kept}
     return outputs
+
+  def release_plan_programs(self) -> None:
+    """Drop the compiled programs that belong to plans: `grid`'s forks and decodes and `__call__`'s per-plan
+    programs. The vision side and the prefix stretches stay (one per bucket, and per bucket and layer).
+
+    jax keeps an executable while its `jit`'s cache holds it; `clear_cache` empties that cache and the trace
+    caches, which frees the executables (jax's compilation cache holds them only weakly, by their lowered
+    module; benchmarks/grid_memory.py measures the resident memory with and without). A plan run again after
+    this compiles again."""
+    for jitted in (self._run, self._grid_jits[2], self._grid_jits[3]):
+      jitted.clear_cache()
+    gc.collect()  # the traced modules sit in reference cycles; collect them now, not at some later allocation
 
   def __call__(self, batch: Batch, *, prune_points_fn: PrunePointsFn | None = None,
                keep_logits: bool = False) -> dict:

@@ -15,7 +15,9 @@ import pytest
 from flax import nnx
 
 from conftest import TINY_NV, tiny_pixels, tiny_prompt
+from jaxprune import eval as jeval
 from jaxprune.core import decoding
+from jaxprune.eval import loop
 from jaxprune.generate import Generator, decoder_inputs, pad_batch
 from jaxprune.models.base import language_model
 from jaxprune.prune.pipeline import Pruner
@@ -67,13 +69,45 @@ def test_grid_equals_each_plan_alone(tiny_llava_jax, generator):
   pruners = [None if p is None else Pruner.build(p, cfg, frozenset({"relevance"})) for p in PLANS]
   compiles = generator.compiles
   shared = generator.grid(batch, pruners, keep_logits=True)
-  # vision once, the prefix advanced to layers 1, 2 and 3, one continuation per plan
-  assert generator.compiles - compiles == 1 + 3 + len(PLANS)
+  # vision once, the prefix advanced to layers 1, 2 and 3, one continuation per plan, one decode per cache layout:
+  # the baseline and the identity keep (fastv@1:16) share theirs
+  assert generator.compiles - compiles == 1 + 3 + len(PLANS) + len(PLANS) - 1
   alone = [generator(batch, prune_points_fn=pruner, keep_logits=True) for pruner in pruners]
   for plan, a, out in zip(PLANS, alone, shared):
     _assert_same(a, out, plan)
   kept = [int(np.asarray(out["kept"].valid).sum(axis=1)[0]) for out in shared]
   assert len(set(kept)) > 3, kept  # the plans really prune differently
+
+
+# chunks of two as the eval sorts them (first prune layer, then stages): [pool@0:4, visionzip@0:4] share a decode,
+# [divprune@0:10, oracle@1:10+latesim@2:6] do not, [random@3:3, fastv@3:3] do, [none] is alone
+CHUNKED = [None, "random@3:3", "pool@0:4", "oracle@1:10+latesim@2:6", "visionzip@0:4", "fastv@3:3", "divprune@0:10"]
+
+
+def test_chunked_grid_bounds_live_programs(tiny_llava_jax, generator):
+  """The grid in chunks of at most two plans with `release_plan_programs` between them, as the eval runs it: never
+  more than two fork programs alive, one decode program per cache layout (plans with equal stages share it, whatever
+  their method), and the answers of each plan run alone."""
+  batch = _batch(4)
+  cfg = tiny_llava_jax.config
+  pruners = [None if p is None else Pruner.build(p, cfg, frozenset({"relevance"})) for p in CHUNKED]
+  alone = {p or "none": generator(batch, prune_points_fn=pruner, keep_logits=True)
+           for p, pruner in zip(CHUNKED, pruners)}
+  jobs = [loop.Job(pruner and pruner.plan, p or "none", pruner, set(), 0) for p, pruner in zip(CHUNKED, pruners)]
+  chunks = loop.plan_chunks(jobs, 2)
+  assert [[job.config for job in chunk] for chunk in chunks] == [
+      ["pool@0:4", "visionzip@0:4"], ["divprune@0:10", "oracle@1:10+latesim@2:6"], ["random@3:3", "fastv@3:3"],
+      ["none"]]
+  fork, decode = generator._grid_jits[2:]
+  live = []
+  for chunk in chunks:
+    generator.release_plan_programs()
+    assert fork._cache_size() == decode._cache_size() == generator._run._cache_size() == 0
+    outputs = generator.grid(batch, [job.pruner for job in chunk], keep_logits=True)
+    live.append((fork._cache_size(), decode._cache_size()))
+    for job, out in zip(chunk, outputs):
+      _assert_same(alone[job.config], out, job.config)
+  assert live == [(2, 1), (2, 2), (2, 1), (1, 1)]
 
 
 def test_resumed_prefill_matches_one_prefill(tiny_llava_jax):
@@ -167,3 +201,37 @@ def test_eval_eight_devices_shared_equals_per_plan(tiny_eval_model, eval_data, t
   results = json.loads((tmp_path / "shared" / "results.json").read_text())
   assert results["mesh"] == {"data": 8, "model": 1}
   assert all(r["prefill_ms"] > 0 for r in results["rows"])  # still measured on the shared path, each plan alone
+
+
+def test_eval_chunked_grid_equals_per_plan(tiny_eval_model, eval_data, tmp_path, monkeypatch):
+  """The eval's shared path with at most 2 live plans: 5 plans (a multi-stage one, the baseline) in 3 chunks, each
+  chunk answering both batches of 5 items before its programs are released, gives --per-plan's records (answers,
+  kept maps, recall) and rows; no more than 2 fork programs per bucket are ever alive."""
+  monkeypatch.setattr(loop, "MAX_LIVE_PLANS", 2)
+  grid, release = Generator.grid, Generator.release_plan_programs
+  calls, releases = [], []
+
+  def spy_grid(self, batch, fns, **kwargs):
+    outputs = grid(self, batch, fns, **kwargs)
+    calls.append((len(fns), batch.ids.shape, self._grid_jits[2]._cache_size()))
+    return outputs
+
+  def spy_release(self):
+    releases.append(self)
+    release(self)
+
+  monkeypatch.setattr(Generator, "grid", spy_grid)
+  monkeypatch.setattr(Generator, "release_plan_programs", spy_release)
+  args = _eval_args(tiny_eval_model, eval_data, "none,fastv@1,clsattn@0,uniform@2,latesim@1:8+random@3:3",
+                    ("--tasks", "easyvqa", "--keep", "6"))
+  assert jeval.main(args + ["--output-path", str(tmp_path / "chunked"), "--time-batches", "0"]) == 0
+  # [clsattn@0, fastv@1], [latesim@1+random@3, uniform@2], [none]: each over the batches of 4 and 1 items
+  assert [n for n, _, _ in calls] == [2, 2, 2, 2, 1, 1] and len(releases) == 2
+  assert all(live <= 2 * len({shape for _, shape, _ in calls[:i + 1]}) for i, (_, _, live) in enumerate(calls))
+  assert jeval.main(args + ["--output-path", str(tmp_path / "per_plan"), "--time-batches", "0", "--per-plan"]) == 0
+  chunked, rows_chunked, how_chunked = _answers(tmp_path / "chunked")
+  alone, rows_alone, how_alone = _answers(tmp_path / "per_plan")
+  assert (how_chunked, how_alone) == ("shared-prefix", "per-plan")
+  assert len(chunked) == 5 * 5 and chunked == alone
+  assert rows_chunked == rows_alone
+  assert all(r["kept"] for r in chunked.values() if r["config"] != "none")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -53,15 +54,30 @@ class Job:
     return [] if self.plan is None else [(s.layer, s.keep) for s in self.plan.stages]
 
 
+# plans whose compiled programs may be alive at once in a shared-prefix evaluation (`evaluate_task`)
+MAX_LIVE_PLANS = 32
+
+
 def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plans: list, log: SampleLog,
-                  args, progress) -> None:
+                  args, progress, max_live_plans: int | None = None) -> None:
   """Answer every pending (config, item) pair, appending each finished batch to the sample log.
 
-  By default the grid shares its prefix (`Generator.grid`): each batch of items is answered by every plan that
-  still needs it, with the vision tower run once and the decoder once per distinct first prune layer. With
-  --per-plan (and for --blind, a single config) each plan runs alone over all its items, the reference path.
+  By default the grid shares its prefix (`Generator.grid`): each batch of items is answered by every plan of a
+  chunk that still needs it, with the vision tower run once and the decoder once per distinct first prune layer.
+  With --per-plan (and for --blind, a single config) each plan runs alone over all its items, the reference path.
   Either way the answers and rows are the same (logits differ by ~1e-7); `prefill_ms` always comes from timing
   each plan's prefill alone.
+
+  Memory: jax keeps every compiled program alive, and every plan compiles its own (its fork of the grid, its
+  timed prefill), so a grid of 125 plans on a 12-layer model once ran out of memory compiling. The shared path
+  therefore takes the plans in chunks of at most `max_live_plans` (default MAX_LIVE_PLANS), sorted by first
+  prune layer so that plans sharing a prefix stay together: every batch of items goes through one chunk's plans,
+  then the chunk's programs are released (`Runner.release_programs`) before the next. What is alive at any time: one
+  prefix state, at most `max_live_plans` fork programs (and timed prefills) and one decode program per distinct
+  kept-length layout among them, per bucket; plus the vision and prefix programs (per bucket, and prefix layer).
+  Sharing is lost only at chunk boundaries: each chunk runs the vision tower and the prefix again. The per-plan
+  path releases each plan's programs after it, the same way. Each batch is still appended as it finishes, so a
+  crash loses at most one batch, and a resumed run picks up the pending pairs chunk by chunk.
   """
   configs = [BLIND] if args.blind else [config_key(p) for p in plans]
   jobs = []
@@ -73,7 +89,11 @@ def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plan
     progress.update(len(items) - len(pending))
   shared = not args.blind and not getattr(args, "per_plan", False) and len(jobs) > 1
   relevance: dict[str, np.ndarray] = {}  # ground truth per slot: read once per item, whatever the number of plans
-  for group in [jobs] if shared else [[job] for job in jobs]:
+  cap = MAX_LIVE_PLANS if max_live_plans is None else max_live_plans
+  groups = plan_chunks(jobs, cap) if shared else [[job] for job in jobs]
+  for n, group in enumerate(groups):
+    if n:
+      runner.release_programs()  # the previous group has answered every item: its programs are not needed again
     todo = [(i, it) for i, it in items if any(it["id"] in job.pending for job in group)]
     for start in range(0, len(todo), args.batch_size):
       chunk = todo[start:start + args.batch_size]
@@ -91,6 +111,16 @@ def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plan
       print(f"note: {task} {config}: {no_query} item(s) have an empty question (no query tokens); latesim scores "
             f"them all zero and keeps the first visual tokens (top image rows): counted as n_no_query",
             file=sys.stderr)
+
+
+def plan_chunks(jobs: list[Job], size: int) -> list[list[Job]]:
+  """The jobs in chunks of at most `size`, sorted by first prune layer (the baseline last) and then by stages, so
+  that plans forking from one prefix state, and plans sharing a decode program (equal stages), stay together
+  wherever a cut allows."""
+  if size < 1:
+    raise ValueError(f"max_live_plans must be at least 1, got {size}")
+  order = sorted(jobs, key=lambda job: (job.stages[0][0] if job.stages else math.inf, job.stages))
+  return [order[i:i + size] for i in range(0, len(order), size)]
 
 
 def answer_batch(runner: Runner, task: str, chunk: list[tuple[int, dict]], jobs: list[Job],

@@ -96,6 +96,13 @@ class Runner:
     jax.block_until_ready(self._prefill(*args))
     return (time.perf_counter() - start) * 1e3
 
+  def release_programs(self) -> None:
+    """Drop the compiled programs of the plans run so far (the generator's and the timed prefills): a grid of many
+    plans would otherwise hold one executable per plan until it ends (see `jaxprune.eval.loop.evaluate_task`)."""
+    if hasattr(self, "_prefill"):
+      self._prefill.clear_cache()
+    self.generator.release_plan_programs()
+
 
 RELEVANCE_TASKS = ("easyvqa", "scenes")  # tasks that know which pixels answer the question
 
