@@ -23,6 +23,11 @@ AXES = ("data", "model")
 # NNX parameter path (dotted) -> how its dims map to mesh axes. First match wins; unmatched -> replicated.
 # Kernels are [in, out]: column-parallel layers shard `out`, row-parallel layers shard `in`.
 RULES: tuple[tuple[str, P], ...] = (
+    # The vision side stays whole on every device: a row-parallel layer sums partial products across devices,
+    # which rounds its bf16 output differently from one device now and then, and vision-side scorers (DivPrune's
+    # near-tied distances, VisionZip) then keep other tokens (1 of 55 kept sets under model=8). Its images are
+    # split over both axes instead (`put_batch`), so the replicated tower costs memory, not repeated compute.
+    (r"(vision_tower|projector)\..*", P()),
     (r".*\.(q_proj|k_proj|v_proj|gate_proj|up_proj|fc1|linear_1)\.kernel", P(None, "model")),
     (r".*\.(q_proj|k_proj|v_proj|gate_proj|up_proj|fc1|linear_1)\.bias", P("model")),
     (r".*\.(o_proj|down_proj|out_proj|fc2|linear_2)\.kernel", P("model", None)),
@@ -136,22 +141,26 @@ def shard_model_state(state, mesh: Mesh, head_dims: Mapping[str, int] | None = N
   return nnx.from_flat_state(placed)
 
 
-def data_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
-  """Leading (batch) axis on `data`, the rest replicated."""
-  return NamedSharding(mesh, P("data", *([None] * (ndim - 1))))
-
-
 def put_batch(tree: Any, mesh: Mesh) -> Any:
   """Host arrays (identical on every process) -> global arrays: batch-major leaves (leading dim = the batch,
-  taken from the first leaf) sharded on `data`, any other leaf replicated; None passes through."""
+  taken from the first leaf) sharded on `data`, any other leaf replicated; None passes through. Images
+  (`pixels` leaves, one per sample) go over `data` x `model` when they divide evenly: the vision tower is
+  replicated (see RULES), so each device encodes its own share of the images rather than every model shard
+  encoding them all."""
   leaves = [x for x in jax.tree.leaves(tree) if x is not None]
   batch = np.shape(leaves[0])[0] if leaves else 0
+  both = mesh.shape["data"] * mesh.shape["model"]
 
-  def put(x):
+  def put(path, x):
     x = np.asarray(x)
-    sharding = data_sharding(mesh, x.ndim) if x.ndim and x.shape[0] == batch else NamedSharding(mesh, P())
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-  return jax.tree.map(put, tree)
+    if not x.ndim or x.shape[0] != batch:
+      spec = P()
+    elif mesh.shape["model"] > 1 and "pixels" in jax.tree_util.keystr(path) and batch % both == 0:
+      spec = P(("data", "model"), *([None] * (x.ndim - 1)))
+    else:
+      spec = P("data", *([None] * (x.ndim - 1)))
+    return jax.make_array_from_callback(x.shape, NamedSharding(mesh, spec), lambda index: x[index])
+  return jax.tree_util.tree_map_with_path(put, tree)
 
 
 def to_host(x) -> np.ndarray:

@@ -19,12 +19,12 @@ from jaxprune.sharding import head_sizes, per_device_bytes, plan_specs, spec_for
 EIGHT_DEVICES = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONUNBUFFERED="1")
 
 
-def _eval(model, data, out, mesh):
+def _eval(model, data, out, mesh, *, methods="none,latesim,fastv,visionzip", extra=("--limit", "4", "--batch-size", "4")):
   data_dir, datbench = data
   argv = [sys.executable, "-m", "jaxprune.eval", "--model", str(model), "--tasks", "easyvqa,datbench:chart",
-          "--limit", "4", "--batch-size", "4", "--data-dir", str(data_dir), "--datbench-dir", str(datbench),
+          *extra, "--data-dir", str(data_dir), "--datbench-dir", str(datbench),
           "--max-new-tokens", "3", "--time-batches", "0", "--no-plots", "--output-path", str(out),
-          "--method", "none,latesim,fastv,visionzip", "--layer", "0,2", "--keep", "6", "--mesh", mesh]
+          "--method", methods, "--layer", "0,2", "--keep", "6", "--mesh", mesh]
   done = subprocess.run(argv, env=EIGHT_DEVICES, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-2000:]
   results = json.loads((out / "results.json").read_text())
@@ -47,20 +47,39 @@ def test_eight_devices_match_one_device(tiny_eval_model, eval_data, tmp_path):
     assert rows == rows1
 
 
+def test_bf16_model_sharding_keeps_the_same_tokens(tiny_eval_model, eval_data, tmp_path):
+  """bf16 under tensor parallelism: every kept set and answer as on one device. Before the vision side was
+  replicated, DivPrune at layer 0 kept other tokens on 1 of these 55 records under model=8 (its near-tied
+  distances read projector outputs that a row-parallel sum had rounded differently). Batches of 8 images take
+  the path where the images are split over both mesh axes."""
+  kw = dict(methods="latesim,fastv,divprune,visionzip",
+            extra=("--limit", "6", "--batch-size", "8", "--dtype", "bfloat16"))
+  _, _, one, _ = _eval(tiny_eval_model, eval_data, tmp_path / "one", "data=1,model=1", **kw)
+  assert len(one) == 5 * 11 and any(cfg.startswith("divprune@0") for _, cfg, _ in one)  # chart has 5 items
+  for mesh in ("data=4,model=2", "data=1,model=8"):
+    _, _, samples, _ = _eval(tiny_eval_model, eval_data, tmp_path / mesh.replace(",", "_"), mesh, **kw)
+    moved = [key for key in one if samples[key][1] != one[key][1]]
+    assert not moved, f"{mesh}: kept tokens differ from one device on {len(moved)} records: {moved[:4]}"
+    assert samples == one
+
+
 def test_7b_shardings_planned_abstractly():
   abstract = nnx.eval_shape(lambda: Llava(LLAVA_15_7B, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
   state = nnx.state(abstract)
   specs = plan_specs(state, model_size=8)
-  total = 0
+  total = vision = 0
   for path, leaf in nnx.to_flat_state(state):
     name = ".".join(map(str, path))
     size = math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
     total += size
-    if size > 1 << 20:
+    if name.startswith(("vision_tower.", "projector.")):
+      vision += size
+      assert tuple(specs[name]) == (), f"{name}: the vision side is replicated (bit-identical visual tokens)"
+    elif size > 1 << 20:
       assert "model" in tuple(specs[name]), f"{name} ({size / 2**20:.1f} MiB) is not sharded"
   per_device = per_device_bytes(state, {"data": 1, "model": 8})
-  assert total > 13e9  # ~7.06B parameters in bf16
-  assert per_device <= 8e9 and per_device < total / 7
+  assert total > 13e9 and 0.5e9 < vision < 0.8e9  # ~7.06B parameters in bf16, 0.3B of them CLIP + projector
+  assert per_device <= 8e9 and per_device < (total - vision) / 7 + vision
   print(f"LLaVA-1.5-7B bf16: {total / 1e9:.2f} GB total, {per_device / 1e9:.2f} GB per device under model=8")
 
 
