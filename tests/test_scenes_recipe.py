@@ -105,10 +105,12 @@ def test_relevant_cells_are_the_referenced_objects_and_the_curriculum_adds_distr
     trained = arrays["target"].any(axis=1)  # [B] rows with a loss
     if step < 5:  # only the first question of each image is trained on
       np.testing.assert_array_equal(trained, np.arange(len(rows)) % recipe.questions_per_image == 0)
-    if step == 0:
-      np.testing.assert_array_equal(keep, evidence)  # the evidence alone
-    elif step < 5:
-      assert (keep >= evidence).all() and 0 < others.sum() < (~evidence).sum()  # share step/5 of the rest
+    if step < 5:  # k = 16 + step/5 of the other 128 tokens for every image: the count says nothing
+      k = 16 + round(step / 5 * 128)
+      assert (keep.sum(1) == k).all()
+      np.testing.assert_array_equal((keep & evidence).sum(1), np.minimum(evidence.sum(1), k))  # evidence first
+      if step:
+        assert 0 < others.sum() < (~evidence).sum()
     else:  # after the curriculum: every question, whole images or a random >= 16 tokens
       assert trained.all() and (keep.sum(1) >= 16).all()
   assert (arrays["visual_keep"].sum(1) == len(arrays["prefix"])).any()
