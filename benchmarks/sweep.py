@@ -40,7 +40,7 @@ from jaxprune import cost  # noqa: E402
 from jaxprune.data import load_task  # noqa: E402
 from jaxprune.eval.cli import DEMO_ARGS, parse_args  # noqa: E402
 from jaxprune.eval.grid import build_grid  # noqa: E402
-from jaxprune.eval.runner import Runner, relevant_cells, task_relevance_signals  # noqa: E402
+from jaxprune.eval.runner import Runner, relevant_cells, task_relevance_signals, with_relevance_table  # noqa: E402
 from jaxprune.generate import prefill  # noqa: E402
 from jaxprune.prune.methods import METHODS  # noqa: E402
 from jaxprune.prune.pipeline import Pruner  # noqa: E402
@@ -71,8 +71,7 @@ def batches(runner: Runner, task: str, n_items: int) -> list:
     pixels = runner.host.join([runner.item_pixels(it["image"], f"{task} item {it['id']}") for it in chunk])
     batch = runner.batch(prompts, pixels)
     if "relevance" in task_relevance_signals(task, runner.config):  # the oracle bounds read it
-      cells = np.stack([relevant_cells(task, it, runner.config.grid) for it in chunk]).astype(np.float32)
-      batch = batch.replace(relevance=np.pad(cells, ((0, batch.size - len(chunk)), (0, 0))))
+      batch = with_relevance_table(batch, [relevant_cells(task, it, runner.config.grid) for it in chunk])
     out.append(batch)
   return out
 

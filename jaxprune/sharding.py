@@ -28,13 +28,11 @@ RULES: tuple[tuple[str, P], ...] = (
     # near-tied distances, VisionZip) then keep other tokens (1 of 55 kept sets under model=8). Its images are
     # split over both axes instead (`put_batch`), so the replicated tower costs memory, not repeated compute.
     (r"(vision_tower|projector)\..*", P()),
-    (r".*\.(q_proj|k_proj|v_proj|gate_proj|up_proj|fc1|linear_1)\.kernel", P(None, "model")),
-    (r".*\.(q_proj|k_proj|v_proj|gate_proj|up_proj|fc1|linear_1)\.bias", P("model")),
-    (r".*\.(o_proj|down_proj|out_proj|fc2|linear_2)\.kernel", P("model", None)),
+    (r".*\.(q_proj|k_proj|v_proj|gate_proj|up_proj)\.kernel", P(None, "model")),
+    (r".*\.(q_proj|k_proj|v_proj|gate_proj|up_proj)\.bias", P("model")),
+    (r".*\.(o_proj|down_proj)\.kernel", P("model", None)),
     (r"(.*\.)?embed_tokens\.embedding", P("model", None)),  # vocab rows
     (r"(.*\.)?lm_head\.kernel", P(None, "model")),  # vocab columns
-    (r".*\.position_embedding\.embedding", P(None, "model")),
-    (r".*\.patch_embedding\.kernel", P(None, None, None, "model")),
 )
 
 
@@ -82,7 +80,7 @@ def make_mesh(sizes: Mapping[str, int]) -> Mesh:
 # Attention projections split by heads: their sharded dim is heads x head_dim, and a device must hold whole heads
 # (a split head turns q.k, and FastV's sum over a head's logits, into cross-device partial sums, which round
 # differently from one device).
-_HEAD_SPLIT = re.compile(r"(.*)\.(q_proj|k_proj|v_proj|o_proj|out_proj)\.(kernel|bias)")
+_HEAD_SPLIT = re.compile(r"(.*)\.(q_proj|k_proj|v_proj|o_proj)\.(kernel|bias)")
 
 
 def head_sizes(model: Any) -> dict[str, int]:

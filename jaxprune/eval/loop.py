@@ -22,7 +22,7 @@ from jaxprune.eval.common import BLIND, EvalError, config_key, split_list
 from jaxprune.eval.grid import build_grid
 from jaxprune.eval.records import (SampleLog, bits, blind_drops, check_resume, read_blind_file, weights_dtype,
                                    weights_fingerprint)
-from jaxprune.eval.runner import Runner, relevant_cells, task_relevance_signals
+from jaxprune.eval.runner import Runner, relevant_cells, task_relevance_signals, with_relevance_table
 from jaxprune.eval.summary import summarise
 from jaxprune.inputs import InputError
 from jaxprune.judge import Judge, JudgeError
@@ -59,7 +59,7 @@ MAX_LIVE_PLANS = 32
 
 
 def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plans: list, log: SampleLog,
-                  args, progress, max_live_plans: int | None = None) -> None:
+                  args, progress) -> None:
   """Answer every pending (config, item) pair, appending each finished batch to the sample log.
 
   By default the grid shares its prefix (`Generator.grid`): each batch of items is answered by every plan of a
@@ -70,10 +70,10 @@ def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plan
 
   Memory: jax keeps every compiled program alive, and every plan compiles its own (its fork of the grid, its
   timed prefill), so a grid of 125 plans on a 12-layer model once ran out of memory compiling. The shared path
-  therefore takes the plans in chunks of at most `max_live_plans` (default MAX_LIVE_PLANS), sorted by first
+  therefore takes the plans in chunks of at most MAX_LIVE_PLANS, sorted by first
   prune layer so that plans sharing a prefix stay together: every batch of items goes through one chunk's plans,
   then the chunk's programs are released (`Runner.release_programs`) before the next. What is alive at any time: one
-  prefix state, at most `max_live_plans` fork programs (and timed prefills) and one decode program per distinct
+  prefix state, at most MAX_LIVE_PLANS fork programs (and timed prefills) and one decode program per distinct
   kept-length layout among them, per bucket; plus the vision and prefix programs (per bucket, and prefix layer).
   Sharing is lost only at chunk boundaries: each chunk runs the vision tower and the prefix again. The per-plan
   path releases each plan's programs after it, the same way. Each batch is still appended as it finishes, so a
@@ -89,8 +89,7 @@ def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plan
     progress.update(len(items) - len(pending))
   shared = not args.blind and not getattr(args, "per_plan", False) and len(jobs) > 1
   relevance: dict[str, np.ndarray] = {}  # ground truth per slot: read once per item, whatever the number of plans
-  cap = MAX_LIVE_PLANS if max_live_plans is None else max_live_plans
-  groups = plan_chunks(jobs, cap) if shared else [[job] for job in jobs]
+  groups = plan_chunks(jobs, MAX_LIVE_PLANS) if shared else [[job] for job in jobs]
   for n, group in enumerate(groups):
     if n:
       runner.release_programs()  # the previous group has answered every item: its programs are not needed again
@@ -118,7 +117,7 @@ def plan_chunks(jobs: list[Job], size: int) -> list[list[Job]]:
   that plans forking from one prefix state, and plans sharing a decode program (equal stages), stay together
   wherever a cut allows."""
   if size < 1:
-    raise ValueError(f"max_live_plans must be at least 1, got {size}")
+    raise ValueError(f"chunks of at least 1 plan, got {size}")
   order = sorted(jobs, key=lambda job: (job.stages[0][0] if job.stages else math.inf, job.stages))
   return [order[i:i + size] for i in range(0, len(order), size)]
 
@@ -154,9 +153,7 @@ def answer_batch(runner: Runner, task: str, chunk: list[tuple[int, dict]], jobs:
         relevance[item["id"]] = relevant_cells(task, item, cfg.grid)
     relevant = [relevance.get(item["id"]) for _, item in ok]
     if with_relevance:
-      table = np.zeros((batch.size, nv), np.float32)
-      table[:len(ok)] = np.stack(relevant)
-      batch = batch.replace(relevance=table)
+      batch = with_relevance_table(batch, relevant)
     n_visual = (batch.layout.valid.sum(axis=1) if batch.layout is not None
                 else np.full(batch.size, nv or 0))  # [B] visual tokens of each prompt
     if shared:  # only the plans that still need an item here (a resumed run may have answered the rest)

@@ -114,6 +114,14 @@ def task_relevance_signals(task: str, cfg) -> frozenset[str]:
   return frozenset({"relevance"}) if task in RELEVANCE_TASKS and fixed else frozenset()
 
 
+def with_relevance_table(batch, cells: list[np.ndarray]):
+  """The batch with its items' relevant cells ([Nv] each, in batch order) as `relevance` [B, Nv] float32, the
+  padding rows zero: what the oracle bounds read."""
+  table = np.zeros((batch.size, len(cells[0])), np.float32)
+  table[:len(cells)] = np.stack(cells)
+  return batch.replace(relevance=table)
+
+
 def relevant_cells(task: str, item: dict, grid: tuple[int, int]) -> np.ndarray:
   """[gh * gw] bool: the token-grid cells that cover what the question is about (raster order)."""
   if task == "scenes":
