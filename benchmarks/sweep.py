@@ -8,12 +8,16 @@ unpruned pass over the same items, next to the analytic bound of the shared grid
 
 The demo grid is the no-argument demo's (`python -m jaxprune.eval`) on the easy-VQA model; the large grid is
 every method x 4 layers x 4 budgets on the 12-layer scenes lab model (the easy-VQA model has 2 layers).
-Every program is compiled (warm-up) before timing; then each repetition times, back to back, one unpruned pass,
-its prefill alone, the per-plan loop and the shared-prefix grid, so all of them see the same machine load; ratios
-are per repetition, reported as medians.
+The grid is timed as the eval runs it: in chunks of at most MAX_LIVE_PLANS plans (`jaxprune.eval.loop`), whose
+programs are freed before the next chunk, so a 125-plan grid never holds 125 compiled plans. Per chunk, every
+program is compiled (warm-up) before timing; then each repetition times, back to back, one unpruned pass, its
+prefill alone, the chunk's per-plan loop and its shared-prefix grid, so all of them see the same machine load.
+Ratios are taken per chunk and repetition against that chunk's unpruned pass, summed over chunks, and reported
+as medians over repetitions.
 
 The analytic bound of the shared grid, in unpruned passes: its prefill FLOPs (vision once, the unpruned prefix
-once up to the deepest first prune layer, every plan's continuation; `jaxprune/cost.py`) at the measured
+once per chunk up to the chunk's deepest first prune layer, every plan's continuation; `jaxprune/cost.py`) at
+the measured
 unpruned prefill rate, plus one decode per plan at the measured unpruned decode time (the unpruned pass minus its
 prefill). Decode is timed, not counted in FLOPs: on these shapes a decode step is latency-bound, so FLOPs would
 price it at almost nothing. `prefill_only_bound` is the bound without decode, as earlier versions reported.
@@ -40,6 +44,7 @@ from jaxprune import cost  # noqa: E402
 from jaxprune.data import load_task  # noqa: E402
 from jaxprune.eval.cli import DEMO_ARGS, parse_args  # noqa: E402
 from jaxprune.eval.grid import build_grid  # noqa: E402
+from jaxprune.eval.loop import MAX_LIVE_PLANS  # noqa: E402
 from jaxprune.eval.runner import Runner, relevant_cells, task_relevance_signals, with_relevance_table  # noqa: E402
 from jaxprune.generate import prefill  # noqa: E402
 from jaxprune.prune.methods import METHODS  # noqa: E402
@@ -133,10 +138,24 @@ def flops(cfg, data, plans) -> dict:
   return total
 
 
-def run_grid(name: str, model: str, runner: Runner, data, plans, reps: int) -> dict:
+def plan_stages(plan) -> list[tuple[int, int]]:
+  return [] if plan is None else [(s.layer, s.keep) for s in plan.stages]
+
+
+def chunked(plans: list, size: int) -> list[list]:
+  """The plans in the eval's chunks (`jaxprune.eval.loop.plan_chunks`'s order: by first prune layer, the baseline
+  last, then by stages), so the benchmark times the grid as `evaluate_task` runs it."""
+  order = sorted(plans, key=lambda p: (plan_stages(p)[0][0] if plan_stages(p) else float("inf"), plan_stages(p)))
+  return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def time_chunk(runner: Runner, data, plans: list, reps: int) -> dict:
+  """One chunk of plans: compile (warm-up), check answers, then `reps` interleaved rounds of (unpruned pass, its
+  prefill alone, the chunk's per-plan loop, the chunk's shared grid); its programs are freed afterwards."""
   pruners = [None if p is None else Pruner(p, runner.config) for p in plans]
   t0 = time.perf_counter()
-  alone, together = per_plan(runner, data, pruners), shared(runner, data, pruners)  # compiles everything
+  per_plan(runner, data, [None])
+  alone, together = per_plan(runner, data, pruners), shared(runner, data, pruners)  # compiles the chunk
   prefill_pass(runner, data)
   compile_s = time.perf_counter() - t0
   identical = all(np.array_equal(a, b) for xs, ys in zip(alone, together) for a, b in zip(xs, ys))
@@ -147,33 +166,59 @@ def run_grid(name: str, model: str, runner: Runner, data, plans, reps: int) -> d
     loop, _ = timed(per_plan, runner, data, pruners)
     grid, _ = timed(shared, runner, data, pruners)
     rows.append((base, pre, loop, grid))
-  f = flops(runner.config, data, plans)
+  runner.release_programs()  # as evaluate_task does between chunks: at most MAX_LIVE_PLANS programs live
+  return {"plans": plans, "compile_s": compile_s, "identical": identical, "rows": rows,
+          "flops": flops(runner.config, data, plans)}
+
+
+def run_grid(name: str, model: str, runner: Runner, data, plans, reps: int,
+             max_live_plans: int = MAX_LIVE_PLANS) -> dict:
+  """Time the grid chunk by chunk (at most MAX_LIVE_PLANS plans compiled at once, as the eval runs it). Every
+  ratio is taken within a chunk against that chunk's own unpruned pass, then summed over chunks; the bound counts
+  each chunk's own vision + unpruned prefix, which the shared grid reruns per chunk."""
+  chunks = [time_chunk(runner, data, c, reps) for c in chunked(plans, max_live_plans)]
   med = lambda xs: statistics.median(list(xs))
-  prefill_only = f["shared"] / f["unpruned"]  # the shared prefill at the unpruned prefill rate, in unpruned prefills
-  # per repetition: prefill FLOPs at that repetition's prefill rate + one unpruned decode per plan, / unpruned pass
-  bounds = [(prefill_only * pre + len(plans) * max(base - pre, 0.0)) / base for base, pre, _, _ in rows]
-  grid_ratio = med(r[3] / r[0] for r in rows)
+  unpruned = chunks[0]["flops"]["unpruned"]
+  rounds = []  # per repetition: (unpruned pass s, prefill share, per-plan loop, shared grid, bound) in passes
+  for r in range(reps):
+    per = [(c["rows"][r], c["flops"]["shared"] / unpruned, len(c["plans"])) for c in chunks]
+    loop = sum(row[2] / row[0] for row, _, _ in per)
+    grid = sum(row[3] / row[0] for row, _, _ in per)
+    # the chunk's prefill FLOPs at that round's unpruned prefill rate + one unpruned decode per plan
+    bound = sum((share * row[1] + n * max(row[0] - row[1], 0.0)) / row[0] for row, share, n in per)
+    rounds.append((med(row[0] for row, _, _ in per), med(1 - row[1] / row[0] for row, _, _ in per), loop, grid,
+                   bound))
+  shared_flops = sum(c["flops"]["shared"] for c in chunks)
+  prefill_only = shared_flops / unpruned  # the shared prefill at the unpruned prefill rate, in unpruned prefills
+  grid_ratio = med(r[3] for r in rounds)
   return {"name": name, "model": model, "plans": [None if p is None else str(p) for p in plans],
           "n_plans": len(plans), "items": sum(b.size for b in data), "reps": reps,
-          "warmup_and_compile_s": round(compile_s, 1), "identical_answers": identical,
-          "unpruned_pass_s": round(med(r[0] for r in rows), 4),
-          "decode_share_of_unpruned_pass": round(med(1 - r[1] / r[0] for r in rows), 3),
-          "per_plan": {"ratio": round(med(r[2] / r[0] for r in rows), 2),
-                       "flops_ratio": round(f["per_plan"] / f["unpruned"], 2)},
+          "chunks": [len(c["plans"]) for c in chunks], "max_live_plans": max_live_plans,
+          "warmup_and_compile_s": round(sum(c["compile_s"] for c in chunks), 1),
+          "identical_answers": all(c["identical"] for c in chunks),
+          "unpruned_pass_s": round(med(r[0] for r in rounds), 4),
+          "decode_share_of_unpruned_pass": round(med(r[1] for r in rounds), 3),
+          "per_plan": {"ratio": round(med(r[2] for r in rounds), 2),
+                       "flops_ratio": round(sum(c["flops"]["per_plan"] for c in chunks) / unpruned, 2)},
           "shared": {"ratio": round(grid_ratio, 2), "flops_ratio": round(prefill_only, 2),
-                     "bound": round(med(bounds), 2), "vs_bound": round(med(r[3] / r[0] / b for r, b in zip(rows, bounds)), 2),
+                     "bound": round(med(r[4] for r in rounds), 2),
+                     "vs_bound": round(med(r[3] / r[4] for r in rounds), 2),
                      "prefill_only_bound_vs": round(grid_ratio / prefill_only, 2)},
-          "speedup": round(med(r[2] / r[3] for r in rows), 2),
-          "flops": f, "timings_s": {"columns": ["unpruned pass", "unpruned prefill", "per-plan loop", "shared grid"],
-                                    "reps": [[round(x, 4) for x in r] for r in rows]}}
+          "speedup": round(med(r[2] / r[3] for r in rounds), 2),
+          "flops": {"per_plan": sum(c["flops"]["per_plan"] for c in chunks), "shared": shared_flops,
+                    "unpruned": unpruned},
+          "timings_s": {"columns": ["unpruned pass", "unpruned prefill", "per-plan loop", "shared grid"],
+                        "chunks": [[[round(x, 4) for x in row] for row in c["rows"]] for c in chunks]}}
 
 
 def markdown(result: dict) -> str:
   lines = ["# Grid sweep: per-plan loop vs shared prefix", "",
            f"{result['machine']}; times in units of one unpruned pass (prefill + greedy decode) over the same items, "
            f"median of {result['grids'][0]['reps']} interleaved repetitions; FLOPs = analytic prefill matmuls. "
-           "Bound = the shared grid's prefill FLOPs at the measured unpruned prefill rate + one unpruned decode "
-           "per plan (`benchmarks/sweep.py`).", "",
+           "Plans run in chunks of at most "
+           f"{result['grids'][0].get('max_live_plans', MAX_LIVE_PLANS)} compiled at once, as the eval runs them. "
+           "Bound = each chunk's shared prefill FLOPs (vision and unpruned prefix rerun per chunk) at the measured "
+           "unpruned prefill rate + one unpruned decode per plan (`benchmarks/sweep.py`).", "",
            "| grid | model | plans | items | per-plan (time / FLOPs) | shared (time / FLOPs) | speedup | shared bound "
            "| shared vs bound | same answers |", "|---|---|---|---|---|---|---|---|---|---|"]
   for g in result["grids"]:
@@ -190,12 +235,16 @@ def main(argv=None) -> int:
   ap.add_argument("--items", type=int, default=16)
   ap.add_argument("--batch-size", type=int, default=8)
   ap.add_argument("--reps", type=int, default=3)
+  ap.add_argument("--max-live-plans", type=int, default=MAX_LIVE_PLANS,
+                  help="plans compiled at once (the eval's chunk size); smaller shows the chunked timing on --quick")
   ap.add_argument("--out", default=str(ROOT / "evals" / "bench"))
   ap.add_argument("--large-model", default=None,
                   help="model of the large grid (default: llava-scenes, the 12-layer scenes lab model, once shipped)")
   ap.add_argument("--grid", choices=("demo", "large", "both"), default="both",
                   help="which grid(s) to run (each compiles every plan twice: the large one takes longest)")
   args = ap.parse_args(argv)
+  if args.max_live_plans < 1:
+    ap.error(f"--max-live-plans must be >= 1, got {args.max_live_plans}")
   grids = []
   for name in ("demo", "large") if args.grid == "both" else (args.grid,):
     model, task = GRIDS[name]
@@ -214,7 +263,7 @@ def main(argv=None) -> int:
       methods = ",".join(["none", *METHODS])  # the oracle bounds too: scenes has relevance masks
       plans, label = grid_plans(runner, task, methods, layers, LARGE_KEEPS), f"large (layers {layers})"
     print(f"{label}: {len(plans)} plans on {model}, {sum(b.size for b in data)} items", flush=True)
-    grids.append(run_grid(label, model, runner, data, plans, 1 if args.quick else args.reps))
+    grids.append(run_grid(label, model, runner, data, plans, 1 if args.quick else args.reps, args.max_live_plans))
     if args.quick:
       break
   result = {"machine": f"{jax.device_count()} {jax.default_backend()} device(s)", "grids": grids}

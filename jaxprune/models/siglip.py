@@ -85,7 +85,9 @@ class SiglipOutputs:
 
 
 def _linear(n_in: int, n_out: int, dtype, rngs: nnx.Rngs, *, f32_out: bool = False) -> nnx.Linear:
-  """`f32_out` for row-parallel layers: see `jaxprune.models.llama._linear`."""
+  """`f32_out`: accumulate in float32 and round to `dtype` once (as `jaxprune.models.llama._linear`). The vision side
+  is replicated under tensor parallelism (`jaxprune.sharding.RULES`), so no sum is split here; float32 output is
+  kept so that bf16 towers compute what the multi-device tests measured."""
   return nnx.Linear(n_in, n_out, dtype=dtype, param_dtype=dtype, rngs=rngs,
                     preferred_element_type=jnp.float32 if f32_out else None)
 

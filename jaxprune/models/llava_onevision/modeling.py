@@ -30,7 +30,7 @@ class Projector(nnx.Module):
     dv, d = cfg.vision.hidden_size * len(cfg.feature_layers), cfg.text.hidden_size
     kw = dict(use_bias=cfg.projector_bias, dtype=dtype, param_dtype=dtype, rngs=rngs)
     self.linear_1 = nnx.Linear(dv, d, **kw)
-    self.linear_2 = nnx.Linear(d, d, preferred_element_type=jnp.float32, **kw)  # row-parallel: see llama._linear
+    self.linear_2 = nnx.Linear(d, d, preferred_element_type=jnp.float32, **kw)  # f32 sum, rounded once
     self.act = activation(cfg.projector_hidden_act)
 
   def __call__(self, x: jax.Array) -> jax.Array:
