@@ -19,7 +19,8 @@ TINY = dict(vision_hidden=32, vision_layers_used=1, text_hidden=32, text_layers=
 # train step compiles once); every step after the compile costs milliseconds.
 TRAIN_FLAGS = ["--steps", "40", "--warmup-steps", "4", "--lr", "3e-3", "--vision-pretrain-steps", "40",
                "--train-images", "16", "--test-images", "4", "--batch-size", "16", "--text-hidden", "32",
-               "--text-layers", "2", "--vision-hidden", "32", "--vision-layers", "1"]
+               "--text-layers", "2", "--vision-hidden", "32", "--vision-layers", "1", "--questions-per-image", "4",
+               "--grow-from-layers", "1", "--grow-steps", "20"]  # 20 steps of 1 layer, grown to 2, 40 more
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_the_recipe_builds_a_deep_llava_with_144_visual_tokens(tokenizer):
   from flax import nnx
   from jaxprune.models.llava import Llava
   cfg = recipe_mod.model_config(recipe_mod.Recipe(), tokenizer)
-  assert cfg.text.num_layers >= 12 and 96 <= cfg.text.hidden_size <= 128
+  assert cfg.text.num_layers >= 12 and cfg.text.hidden_size == 64
   assert cfg.num_image_tokens == 144 and cfg.grid == (12, 12) and cfg.vision.patch_size == 8
   model = nnx.eval_shape(lambda: Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0)))
   n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
@@ -78,14 +79,15 @@ def test_generated_questions_are_among_the_candidates_and_tokenize(tokenizer, ti
 def test_cell_labels_follow_the_object_masks():
   for i in range(20):
     scene, _ = scenes.make_scene("test", i)
-    labels = recipe_mod.cell_labels(scene.objects)  # [144, 4]
+    labels = recipe_mod.cell_labels(scene.objects)  # [144, 5]
     anything = np.any([scenes.object_mask(o) for o in scene.objects], axis=0)
     np.testing.assert_array_equal(labels[:, 0] > 0, scenes.relevant_cells(anything, 12))
     for obj in scene.objects:  # the cell under an object's centre is that object's
       row, col = int(obj.y // 8), int(obj.x // 8)
-      colour, shape, crow, ccol = labels[row * 12 + col]
+      colour, shape, crow, ccol, is_centre = labels[row * 12 + col]
       assert (colour, shape) == (list(scenes.COLOURS).index(obj.colour) + 1, scenes.SHAPES.index(obj.shape) + 1)
-      assert (crow, ccol) == (row, col)
+      assert (crow, ccol, is_centre) == (row, col, 1)
+    assert labels[:, 4].sum() == len(scene.objects)  # one centre flag per object, none on the background
 
 
 def test_relevant_cells_are_the_referenced_objects_and_the_curriculum_adds_distractors(tiny, tokenizer):
@@ -184,10 +186,11 @@ def test_a_few_steps_reduce_the_loss(trained):
   summary, _ = trained
   stage1 = summary["stage1_losses"]  # [(step, loss)] every 20 steps
   assert len(stage1) == 2 and stage1[-1][1] < stage1[0][1], stage1
-  assert set(summary["stage1_test_cells"]) == {"colour", "shape", "centre row", "centre col"}
+  assert set(summary["stage1_test_cells"]) == {"colour", "shape", "centre row", "centre col", "centre"}
   losses = [loss for _, loss in summary["losses"]]  # stage 2, every 10 steps
   assert len(losses) == 4 and np.mean(losses[-2:]) < 0.7 * losses[0], losses
   assert summary["steps"] == 40 and summary["steps_per_second"] > 0
+  assert summary["grow_steps"] == 20 and len(summary["grow_losses"]) == 2  # the 1-layer decoder's 20 steps
 
 
 def test_cli_writes_a_checkpoint_the_eval_path_answers_with(trained, runner, tokenizer):
@@ -212,7 +215,9 @@ def test_cli_writes_a_checkpoint_the_eval_path_answers_with(trained, runner, tok
 @pytest.mark.parametrize("flags, message", [
     (["--steps", "0"], "--steps must be >= 1"),
     (["--bogus"], "unrecognized arguments: --bogus"),
-    (["--batch-size", "10"], "--batch-size 10 is not a multiple of --questions-per-image 4"),
+    (["--batch-size", "10"], "--batch-size 10 is not a multiple of --questions-per-image 16"),
+    (["--grow-from-layers", "12"], "--grow-from-layers must lie in [1, --text-layers 12)"),
+    (["--grow-from-layers", "3", "--grow-steps", "0"], "needs --grow-steps >= 1"),
     (["--visual-drop-prob", "1.5"], "--visual-drop-prob must lie in [0, 1]"),
     (["--steps", "5", "--minutes", "3"], "not allowed with argument"),
     (["--text-layers", "many"], "invalid int value: 'many'"),
@@ -229,3 +234,34 @@ def test_cli_refuses_bad_flags_with_one_line(tmp_path, flags, message):
 def test_cli_needs_out():
   with pytest.raises(SystemExit, match="the following arguments are required: --out"):
     recipe_mod.main([])
+
+
+def test_growing_the_decoder_keeps_its_function(tokenizer):
+  """A shallow decoder grown deeper (`grow_decoder`) gives the same logits: the copied layers sit at
+  `grown_positions`, the new ones add nothing until trained; a wrong copy or a non-zero new output breaks it."""
+  import jax.numpy as jnp
+  from flax import nnx
+  from jaxprune.core.tokens import ModelInputs
+  from jaxprune.models.llava import Llava
+  small_recipe = recipe_mod.Recipe(**{**TINY, "text_layers": 2})
+  big_recipe = dataclasses.replace(small_recipe, text_layers=5)
+  small = Llava(recipe_mod.model_config(small_recipe, tokenizer), dtype=jnp.float32, rngs=nnx.Rngs(1))
+  big = Llava(recipe_mod.model_config(big_recipe, tokenizer), dtype=jnp.float32, rngs=nnx.Rngs(2))
+  assert recipe_mod.grown_positions(2, 5) == [0, 2] and recipe_mod.grown_positions(3, 12) == [0, 4, 8]
+  rng = np.random.default_rng(0)
+  cfg = small.config
+  ids = np.concatenate([[cfg.text.bos_token_id], np.full(cfg.num_image_tokens, cfg.image_token_id),
+                        rng.integers(5, 30, 12)])[None].astype(np.int32)  # [1, L]
+  pixels = rng.normal(size=(1, 3, 96, 96)).astype(np.float32)
+  def logits(m):  # [1, L, V] through the eval path's merge + prefill
+    tokens, _ = m.input_tokens(ModelInputs(ids=jnp.asarray(ids), valid=jnp.ones(ids.shape, bool),
+                                           pixels=jnp.asarray(pixels)))
+    h, _, _ = m.language_model.prefill(tokens, extra_slots=0)
+    return np.asarray(m.language_model.logits(h))
+  want = logits(small)
+  assert np.abs(logits(big) - want).max() > 1e-2  # different before growing
+  recipe_mod.grow_decoder(small, big)
+  np.testing.assert_allclose(logits(big), want, atol=1e-5, rtol=1e-5)
+  kernels = lambda layer: [layer.attn.o_proj.kernel.value, layer.mlp.down_proj.kernel.value]
+  assert all(np.all(np.asarray(k) == 0) for i in (1, 3, 4) for k in kernels(big.language_model.layers[i]))
+  assert not any(np.all(np.asarray(k) == 0) for i in (0, 2) for k in kernels(big.language_model.layers[i]))

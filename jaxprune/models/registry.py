@@ -43,6 +43,7 @@ PRESETS: dict[str, str] = {
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 LOCAL_PRESETS: dict[str, Path] = {
     "llava-easyvqa": CHECKPOINTS_DIR / "llava-easyvqa",
+    "llava-scenes": CHECKPOINTS_DIR / "llava-scenes",
 }
 
 

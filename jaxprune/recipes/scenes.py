@@ -2,15 +2,17 @@
 
   python -m jaxprune.recipes.scenes --out checkpoints/llava-scenes --minutes 60   # a 60-min budget, 2 cores
 
-Status: not yet trained to its targets. On 2 quiet cores stage 1 takes 4-5 min and a stage-2 step 1.6-2 s, so
-a 60-min budget buys 1200-1500 stage-2 steps, and the decoder's loss stays at chance for that long: even fed
-exact one-hot cell features instead of the tower, a 2-layer width-64 decoder leaves chance only after ~1000
-steps (it does learn: 3000 steps bring attribute and existence questions near zero loss). The limit is how
-many steps a random decoder needs to learn to find the question's object among 144 tokens.
+Growing the decoder. A randomly initialised 12-layer decoder needs thousands of steps to learn to find the
+question's object among 144 tokens, and on 2 CPU cores it runs about 1 step/s: in pilots its loss stayed at
+chance for a whole hour. A 3-layer decoder of the same width runs about 5 steps/s and learns the lookups in
+~2000 steps. So stage 2 first trains the 3-layer decoder (`grow_from_layers`, `grow_fraction` of the time),
+then grows it to 12 layers without changing what it computes (`grow_decoder`: its layers at 0, 4, 8, the new
+ones inserted as identities with zero residual outputs, as Net2Net's deeper operator does) and trains all 12
+for the rest of the budget.
 
 LLaVA-1.5's architecture at lab size, so every pruning method and the HF converter apply unchanged: a CLIP-style
 ViT on the 96x96 `scenes` images with 8-px patches (a 12x12 grid, 144 visual tokens), a 2-layer GELU projector
-and a 12-layer Llama decoder of width 128. The machinery is the easy-VQA recipe's (`jaxprune.recipes.easyvqa`:
+and a 12-layer Llama decoder of width 64. The machinery is the easy-VQA recipe's (`jaxprune.recipes.easyvqa`:
 tokenizer, shared-prefix loss, optimizer, train loop, greedy eval, HF export); what differs is here.
 
 Keeping information where it is. The lab's bounds `oracle` / `anti-oracle` prune at K = 0, before the LLM, so
@@ -19,7 +21,8 @@ end to end on the answers is free to copy a count or a colour into every backgro
 did: its model reads answers from background patches). So:
   stage 1  the tower alone learns a dense, per-patch task: for each 8-px cell, the colour and shape of the
            object covering it (or background) and the cell of that object's centre (which groups an object's
-           cells, for counting, and states its position, for relations, even after K = 0 renumbering).
+           cells and states its position, for relations, even after K = 0 renumbering) and a flag on the
+           centre cell itself (one per object: what counting counts).
            Background cells are trained to say "background", so nothing asks them to carry anyone's evidence;
   stage 2  the tower is frozen (its states computed once per image) and the projector + decoder learn the
            questions. No answer gradient reaches the tower, so its tokens stay local.
@@ -62,16 +65,16 @@ PROG = "python -m jaxprune.recipes.scenes"
 class Recipe(base.Recipe):
   """Every knob of a run (the easy-VQA recipe's, with the scenes defaults); written into the model card."""
 
-  steps: int = 2400
-  batch_size: int = 96  # image-question sequences per step
-  questions_per_image: int = 4  # the scene's generated question + 3 more about the same scene
+  steps: int = 1200  # of the deep decoder, after growing (--minutes sets both stages' steps from the time)
+  batch_size: int = 128  # image-question sequences per step
+  questions_per_image: int = 16  # the scene's generated question + 15 more: 8 images per step
   blind_per_step: int = 8  # text-only sequences (generated questions only: their answers are balanced)
   family_shares: tuple[tuple[str, float], ...] | None = None  # all questions of an image are used
-  lr: float = 1.5e-3
+  lr: float = 3e-3
   warmup_steps: int = 150
-  vision_pretrain_steps: int = 600
+  vision_pretrain_steps: int = 1500
   vision_pretrain_images: int = 32
-  vision_pretrain_lr: float = 2e-3
+  vision_pretrain_lr: float = 3e-3
   augment: bool = False  # a mirror image would swap "left of" and "right of"
   balance_yes_no: bool = False  # easy-VQA's reweighting; scenes answers are balanced by construction
   plain_yes_no_steps: int = 0
@@ -79,7 +82,7 @@ class Recipe(base.Recipe):
   vision_hidden: int = 96
   vision_layers_used: int = 4
   vision_heads: int = 4
-  text_hidden: int = 128
+  text_hidden: int = 64
   text_layers: int = 12
   text_heads: int = 4
   text_kv_heads: int = 2
@@ -91,6 +94,9 @@ class Recipe(base.Recipe):
   visual_drop_prob: float = 0.3  # share of training images that keep only a random subset of visual tokens
   min_visual_keep: int = 16
   focus_fraction: float = 0.0  # share of stage-2 steps under the distractor curriculum (0: none; see visual_keep)
+  grow_from_layers: int = 3  # stage 2 first trains a decoder this deep, then grows it to text_layers (0: no growing)
+  grow_steps: int = 8000  # stage-2 steps of the shallow decoder (with --minutes: set from grow_fraction of the time)
+  grow_fraction: float = 0.6  # share of stage 2's time spent on the shallow decoder under --minutes
 
 
 def model_config(recipe: Recipe, tokenizer):
@@ -184,8 +190,9 @@ def draw_questions(objects: Sequence[scenes.SceneObject], n: int,
 
 
 def cell_labels(objects: Sequence[scenes.SceneObject]) -> np.ndarray:
-  """int32 [C, 4] per 8-px cell (row-major): colour (0 background, 1..4), shape (0, 1..4), and the row and
-  column of the centre cell of the object covering it (-1 on background). A cell touched by two objects
+  """int32 [C, 5] per 8-px cell (row-major): colour (0 background, 1..4), shape (0, 1..4), the row and
+  column of the centre cell of the object covering it (-1 on background), and 1 on the cell that is its
+  object's centre (0 elsewhere: one flag per object, what counting counts). A cell touched by two objects
   belongs to the one with more pixels in it."""
   counts = np.stack([scenes.object_mask(o).reshape(GRID, PATCH_SIZE, GRID, PATCH_SIZE).sum((1, 3)).ravel()
                      for o in objects])  # [objects, C]
@@ -195,8 +202,11 @@ def cell_labels(objects: Sequence[scenes.SceneObject]) -> np.ndarray:
   centre = np.array([[min(int(o.y // PATCH_SIZE), GRID - 1), min(int(o.x // PATCH_SIZE), GRID - 1)] for o in objects])
   bg = owner < 0
   own = np.maximum(owner, 0)
+  row, col = np.divmod(np.arange(GRID * GRID), GRID)
+  is_centre = ~bg & (centre[own, 0] == row) & (centre[own, 1] == col)
   return np.stack([np.where(bg, 0, colour[own]), np.where(bg, 0, shape[own]),
-                   np.where(bg, -1, centre[own, 0]), np.where(bg, -1, centre[own, 1])], axis=1).astype(np.int32)
+                   np.where(bg, -1, centre[own, 0]), np.where(bg, -1, centre[own, 1]), is_centre],
+                  axis=1).astype(np.int32)
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -221,7 +231,7 @@ def load_split(split: str, num_images: int, tokenizer, cfg, *, questions_per_ima
     raise ValueError(f"scenes {split}: need >= 1 image and question per image, got {num_images}, {questions_per_image}")
   rng = np.random.default_rng([seed, 7, scenes._SPLIT_CODES[split]])
   images = np.empty((num_images, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-  cells = np.empty((num_images, GRID * GRID, 4), np.int32)
+  cells = np.empty((num_images, GRID * GRID, 5), np.int32)
   kinds, questions, answers, index, generated, relevant = [], [], [], [], [], []
   for i in range(num_images):
     scene, item_rng = scenes.make_scene(split, i)
@@ -324,8 +334,8 @@ def pretrain_tower(model, recipe: Recipe, split: ScenesSplit, *, test: ScenesSpl
   """Stage 1: train `model.vision_tower` in place on per-cell labels (`cell_labels`) through four linear heads
   on the patch states LLaVA reads (layer -2, [CLS] dropped); the heads are thrown away afterwards.
 
-  -> {"seconds", "losses": [(step, loss)], "test": {head: accuracy on the test images' cells}} (object cells
-  only for the centre heads).
+  -> {"seconds", "losses": [(step, loss)], "test": {head: accuracy on the test images' object cells}} (the
+  background is most cells and easy: counted in, it would hide a weak head).
   """
   import jax
   import jax.numpy as jnp
@@ -333,7 +343,7 @@ def pretrain_tower(model, recipe: Recipe, split: ScenesSplit, *, test: ScenesSpl
   from flax import nnx
   from tqdm import tqdm
   heads_spec = (("colour", 1 + len(scenes.COLOURS)), ("shape", 1 + len(scenes.SHAPES)), ("centre row", GRID),
-                ("centre col", GRID))
+                ("centre col", GRID), ("centre", 2))
 
   class CellHeads(nnx.Module):
     def __init__(self, tower, width: int, rngs: nnx.Rngs):
@@ -391,7 +401,7 @@ def pretrain_tower(model, recipe: Recipe, split: ScenesSplit, *, test: ScenesSpl
     info["test"] = {}
     for k, (name, _) in enumerate(heads_spec):
       pred, truth = np.concatenate([np.asarray(g[k]) for g in got]), test.cells[..., k]
-      info["test"][name] = float((pred == truth)[truth >= 0].mean())
+      info["test"][name] = float((pred == truth)[(truth >= 0) & (test.cells[..., 0] > 0)].mean())
   return info
 
 
@@ -428,7 +438,7 @@ Training: scenes 0..{train_images_minus_1} of the train split (seed 0), each wit
 ({pretrain_steps} steps, {stage1_minutes} min): the tower alone, with per-8-px-cell heads for colour, shape
 (background included) and the object's centre cell; test-cell accuracy {stage1_acc}. Stage 2 ({steps} steps of
 {batch_size} questions + {blind_per_step} blind, {train_minutes} min): tower frozen, projector + decoder with
-teacher forcing; {drop_pct} of the images keep a random {min_keep}..{num_patches} of their visual tokens
+teacher forcing{grow_text}; {drop_pct} of the images keep a random {min_keep}..{num_patches} of their visual tokens
 (dropped before the LLM, renumbered as K = 0 pruning does). Why: K = 0 pruning reads tokens whose content the
 tower alone decides; a per-cell objective and a frozen tower keep each token about its own cell and object.
 Final stage-2 loss (mean of the last {n_last_losses} logs) {final_loss}.
@@ -450,6 +460,13 @@ def model_card(*, recipe: Recipe, cfg, command: str, n_params: int, info: dict, 
   pct = lambda x: f"{100 * x:.2f}%"
   rows = "\n".join(f"| {k} | {pct(test['by_kind'][k])} | {pct(blind['by_kind'][k])} |" for k in sorted(test["by_kind"]))
   stage1 = info.get("stage1") or {"seconds": 0.0, "test": {}}
+  grown = info.get("grown")
+  grow_text = "" if not grown else (
+      f", after {recipe.grow_steps} steps ({grown['seconds'] / 60:.1f} min) of a {recipe.grow_from_layers}-layer "
+      f"decoder grown to {recipe.text_layers} layers (its layers at "
+      f"{grown_positions(recipe.grow_from_layers, recipe.text_layers)}, the new ones added as identities: zero "
+      "residual outputs), which trains many times faster per step than the deep one and learns the lookups it "
+      "takes thousands of steps to find")
   t, v = cfg.text, cfg.vision
   return CARD.format(
       n_test=n_test, test_accuracy=pct(test["accuracy"]), blind_accuracy=pct(blind["accuracy"]), rows=rows,
@@ -460,13 +477,46 @@ def model_card(*, recipe: Recipe, cfg, command: str, n_params: int, info: dict, 
       train_images_minus_1=recipe.train_images - 1, extra=recipe.questions_per_image - 1, n_train=n_train,
       pretrain_steps=recipe.vision_pretrain_steps, stage1_minutes=f"{stage1['seconds'] / 60:.1f}",
       stage1_acc=", ".join(f"{k} {pct(a)}" for k, a in stage1["test"].items()) or "n/a",
-      steps=recipe.steps, batch_size=recipe.batch_size, blind_per_step=recipe.blind_per_step,
+      steps=recipe.steps, batch_size=recipe.batch_size, grow_text=grow_text, blind_per_step=recipe.blind_per_step,
       train_minutes=f"{info['seconds'] / 60:.1f}", drop_pct=pct(recipe.visual_drop_prob),
       min_keep=recipe.min_visual_keep, n_last_losses=min(10, len(info["losses"])),
       final_loss=f"{np.mean([l for _, l in info['losses'][-10:]]):.4f}" if info["losses"] else "n/a",
       hp="\n".join(f"| `{k}` | {v} |" for k, v in dataclasses.asdict(recipe).items()),
       total_minutes=f"{seconds_total / 60:.1f}", machine=base.machine_description(),
       load_text=" -> ".join(f"{x:.1f}" for x in info.get("load", ())), command=command)
+
+
+# ------------------------------------------------------------------------------------- growing deeper
+
+
+def grown_positions(n_small: int, n_big: int) -> list[int]:
+  """Where the shallow decoder's layers go in the deep one: spread evenly, the first at 0 (3 -> 12: 0, 4, 8)."""
+  return [j * n_big // n_small for j in range(n_small)]
+
+
+def grow_decoder(small, big) -> None:
+  """Make `big` (a deeper LLaVA of the same widths) compute exactly what the trained `small` computes, in
+  place: tower, projector, embeddings, final norm and head are copied; shallow layer j becomes deep layer
+  `grown_positions(...)[j]`; every other deep layer keeps its random init except its two residual outputs
+  (attention o_proj, MLP down_proj), which are zeroed so it adds nothing until training moves them (the
+  identity insertion of Net2Net's "deeper" operator). Training then goes on with every layer free to learn."""
+  import jax.numpy as jnp
+  from flax import nnx
+  s, b = small.language_model, big.language_model
+  if (s.config.hidden_size, s.config.intermediate_size) != (b.config.hidden_size, b.config.intermediate_size):
+    raise ValueError("grow_decoder: the two decoders must have the same widths")
+  for name in ("vision_tower", "projector"):
+    nnx.update(getattr(big, name), nnx.state(getattr(small, name)))
+  for name in ("embed_tokens", "norm", "lm_head"):
+    if getattr(s, name) is not None:
+      nnx.update(getattr(b, name), nnx.state(getattr(s, name)))
+  positions = grown_positions(len(s.layers), len(b.layers))
+  for i, layer in enumerate(b.layers):
+    if i in positions:
+      nnx.update(layer, nnx.state(s.layers[positions.index(i)]))
+    else:
+      for proj in (layer.attn.o_proj, layer.mlp.down_proj):
+        proj.kernel.value = jnp.zeros_like(proj.kernel.value)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -511,25 +561,48 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
   print(f"data: {len(train_split)} train questions / {len(train_split.pixels)} scenes, {len(test_split)} test items "
         f"({time.perf_counter() - t0:.0f}s)", flush=True)
 
-  model = Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(recipe.seed))
-  n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  grow = 0 < recipe.grow_from_layers < recipe.text_layers
+  shallow = dataclasses.replace(recipe, text_layers=recipe.grow_from_layers) if grow else recipe
+  model = Llava(model_config(shallow, tokenizer), dtype=jnp.float32, rngs=nnx.Rngs(recipe.seed))
+  n_params = sum(x.size for x in jax.tree.leaves(nnx.state(
+      nnx.eval_shape(lambda: Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))), nnx.Param)))
   print(f"model: {n_params:,} parameters, {cfg.num_image_tokens} visual tokens, {cfg.text.num_layers} decoder "
-        f"layers; {recipe}", flush=True)
+        f"layers{f' (grown from {recipe.grow_from_layers})' if grow else ''}; {recipe}", flush=True)
   stage1 = pretrain_tower(model, recipe, train_split, test=test_split) if recipe.vision_pretrain_steps else None
   if stage1:
     print(f"stage 1: {stage1['seconds']:.0f}s, test cells {stage1['test']}", flush=True)
   start = time.perf_counter()
   states = base.tower_states(model, train_split.pixels, mirror=False) if recipe.freeze_vision else None
-  batches = Batches(train_split, recipe, tokenizer.pad_token_id, cfg.image_token_id, states=states)
+  make_batches = lambda r: Batches(train_split, r, tokenizer.pad_token_id, cfg.image_token_id, states=states)
   print(f"frozen tower states: {len(train_split.pixels)} scenes ({time.perf_counter() - start:.0f}s)", flush=True)
-  if minutes is not None:  # eval of 2000 items x 2 takes about a minute on 2 cores (measured in the pilot)
-    steps = stage2_steps_for(minutes, model, recipe, train_split, batches, tokenizer.pad_token_id,
-                             time.perf_counter() - t0, eval_seconds=90 * len(test_split) / 2000)
+  eval_seconds = 90 * len(test_split) / 2000  # eval of 2000 items x 2 takes about a minute on 2 cores
+  grown = None
+  if grow:  # stage 2a: the shallow decoder learns the task (several times the steps/s of the deep one) ...
+    if minutes is not None:
+      share = recipe.grow_fraction * (minutes - (time.perf_counter() - t0) / 60) + (time.perf_counter() - t0) / 60
+      steps = stage2_steps_for(share, model, shallow, train_split, make_batches(shallow), tokenizer.pad_token_id,
+                               time.perf_counter() - t0, eval_seconds=0)
+      shallow = dataclasses.replace(shallow, steps=steps, warmup_steps=min(recipe.warmup_steps, steps // 10))
+    else:
+      shallow = dataclasses.replace(shallow, steps=recipe.grow_steps,
+                                    warmup_steps=min(recipe.warmup_steps, recipe.grow_steps // 10))
+    grown = base.train(model, shallow, train_split, tokenizer.pad_token_id, batches=make_batches(shallow))
+    deep = Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(recipe.seed + 2))
+    grow_decoder(model, deep)  # ... then it becomes the deep one, unchanged in function, and all of it trains on
+    model = deep
+    recipe = dataclasses.replace(recipe, grow_steps=shallow.steps)
+    print(f"grown: {recipe.grow_from_layers} -> {recipe.text_layers} layers, the trained ones at "
+          f"{grown_positions(recipe.grow_from_layers, recipe.text_layers)}", flush=True)
+  deep_draws = dataclasses.replace(recipe, seed=recipe.seed + 1) if grow else recipe  # new image order after growing
+  if minutes is not None:
+    steps = stage2_steps_for(minutes, model, recipe, train_split, make_batches(deep_draws), tokenizer.pad_token_id,
+                             time.perf_counter() - t0, eval_seconds=eval_seconds)
     recipe = dataclasses.replace(recipe, steps=steps, warmup_steps=min(recipe.warmup_steps, steps // 10))
-    # a fresh source: the same draws as a run given --steps
-    batches = Batches(train_split, recipe, tokenizer.pad_token_id, cfg.image_token_id, states=states)
-  info = base.train(model, recipe, train_split, tokenizer.pad_token_id, batches=batches)
+    deep_draws = dataclasses.replace(deep_draws, steps=steps, warmup_steps=recipe.warmup_steps)
+  # a fresh source: the same draws as a run given --steps
+  info = base.train(model, recipe, train_split, tokenizer.pad_token_id, batches=make_batches(deep_draws))
   info["stage1"] = stage1
+  info["grown"] = grown
   info["load"] = (load_at_start, os.getloadavg()[0])
   test = base.evaluate(model, tokenizer, test_split, blind=False, batch_size=recipe.eval_batch_size)
   blind = base.evaluate(model, tokenizer, test_split, blind=True, batch_size=recipe.eval_batch_size)
@@ -546,10 +619,12 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
   summary = {"test_accuracy": test["accuracy"], "test_by_kind": test["by_kind"], "blind_accuracy": blind["accuracy"],
              "blind_by_kind": blind["by_kind"], "stage1_test_cells": stage1["test"] if stage1 else None,
              "stage1_losses": stage1["losses"] if stage1 else None,
+             "grow_steps": recipe.grow_steps if info["grown"] else 0,
+             "grow_losses": info["grown"]["losses"] if info["grown"] else None,
              "steps": recipe.steps, "steps_per_second": info["steps_per_second"], "train_seconds": info["seconds"],
              "total_seconds": seconds, "losses": info["losses"], "checkpoint_mb": size_mb, "params": n_params,
              "out": str(out)}
-  print(json.dumps({k: v for k, v in summary.items() if k not in ("losses", "stage1_losses")}, indent=2), flush=True)
+  print(json.dumps({k: v for k, v in summary.items() if k not in ("losses", "stage1_losses", "grow_losses")}, indent=2), flush=True)
   return summary
 
 
@@ -571,6 +646,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument("--lr", type=float, default=d.lr)
   p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
   p.add_argument("--vision-pretrain-steps", type=int, default=d.vision_pretrain_steps)
+  p.add_argument("--vision-pretrain-lr", type=float, default=d.vision_pretrain_lr, help="stage-1 peak learning rate")
   p.add_argument("--train-images", type=int, default=d.train_images)
   p.add_argument("--test-images", type=int, default=scenes.SPLIT_SIZES["test"], help="first N test items")
   p.add_argument("--visual-drop-prob", type=float, default=d.visual_drop_prob)
@@ -581,6 +657,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument("--text-layers", type=int, default=d.text_layers)
   p.add_argument("--vision-hidden", type=int, default=d.vision_hidden)
   p.add_argument("--vision-layers", type=int, default=d.vision_layers_used, help="encoder layers that run")
+  p.add_argument("--grow-from-layers", type=int, default=d.grow_from_layers,
+                 help="train a decoder this deep first, then grow it to --text-layers (0: no growing)")
+  p.add_argument("--grow-steps", type=int, default=d.grow_steps, help="stage-2 steps of the shallow decoder")
+  p.add_argument("--grow-fraction", type=float, default=d.grow_fraction,
+                 help="with --minutes: share of stage 2's time spent on the shallow decoder")
   p.add_argument("--seed", type=int, default=d.seed)
   args = p.parse_args(argv)
   positive = {"--steps": args.steps, "--batch-size": args.batch_size, "--questions-per-image": args.questions_per_image,
@@ -600,6 +681,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.error(f"--visual-drop-prob must lie in [0, 1], got {args.visual_drop_prob:g}")
   if args.min_visual_keep > GRID * GRID:
     p.error(f"--min-visual-keep {args.min_visual_keep} exceeds the {GRID * GRID} visual tokens")
+  if args.grow_from_layers:
+    if not 0 < args.grow_from_layers < args.text_layers:
+      p.error(f"--grow-from-layers must lie in [1, --text-layers {args.text_layers}), got {args.grow_from_layers}")
+    if args.minutes is None and args.grow_steps < 1:
+      p.error("--grow-from-layers needs --grow-steps >= 1 (or --minutes)")
+    if not 0 < args.grow_fraction < 1:
+      p.error(f"--grow-fraction must lie in (0, 1), got {args.grow_fraction:g}")
   if args.test_images > scenes.SPLIT_SIZES["test"]:
     p.error(f"--test-images {args.test_images} exceeds the test split's {scenes.SPLIT_SIZES['test']} items")
   if args.text_hidden % d.text_heads or args.vision_hidden % d.vision_heads:
@@ -607,8 +695,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   recipe = dataclasses.replace(
       d, steps=args.steps, batch_size=args.batch_size, questions_per_image=args.questions_per_image, lr=args.lr,
       warmup_steps=min(args.warmup_steps, args.steps // 2), vision_pretrain_steps=args.vision_pretrain_steps,
+      vision_pretrain_lr=args.vision_pretrain_lr,
       train_images=args.train_images, visual_drop_prob=args.visual_drop_prob, min_visual_keep=args.min_visual_keep,
-      focus_fraction=args.focus_fraction,
+      focus_fraction=args.focus_fraction, grow_from_layers=args.grow_from_layers, grow_steps=args.grow_steps,
+      grow_fraction=args.grow_fraction,
       text_hidden=args.text_hidden, text_layers=args.text_layers, vision_hidden=args.vision_hidden,
       vision_layers_used=args.vision_layers, seed=args.seed)
   command = f"{PROG} " + " ".join(argv if argv is not None else sys.argv[1:])
