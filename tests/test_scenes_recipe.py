@@ -209,7 +209,7 @@ def test_cli_writes_a_checkpoint_the_eval_path_answers_with(trained, runner, tok
   # the recipe's own eval of the loaded weights gives the same answers as the eval path
   split = recipe_mod.load_split("test", 4, tokenizer, runner.config)
   mine = base.evaluate(runner.loaded.model, tokenizer, split, blind=False, batch_size=4)["predictions"]
-  assert answers == mine and all(answers), answers
+  assert answers == mine and sum(map(bool, answers)) >= 3, answers  # a 60-step model may stop at once on one
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -100,7 +100,7 @@ def _model_args_as_flags(parser: argparse.ArgumentParser, argv: Sequence[str], t
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p = LmmsEvalParser(prog="python -m jaxprune.eval", description=DESCRIPTION)
   p.add_argument("--model", default="llava-easyvqa",
-                 help="registry name (llava, llava-easyvqa), HF directory, orbax directory, .gguf or hub id")
+                 help="registry name (llava, llava-easyvqa, llava-scenes), HF directory, orbax directory, .gguf or hub id")
   p.add_argument("--model-args", default=None, metavar="KEY=VALUE,...",
                  help="lmms-eval style: pretrained= or path= (the checkpoint, as --model), dtype=, "
                       "mesh=data=N,model=M")
