@@ -2,8 +2,8 @@
 # The exact commands behind evals/scenes/: the full-test baseline with the lab's acceptance plans, the blind
 # (text-only) control, the where-to-prune sweep on blind-filtered items, and the report. Run from the repository
 # root (about 50 min on 2 CPU cores: the sweep is 237 plans on 1401 items). Each output directory resumes, so
-# they are removed first: the model may
-# have changed. `random` and `uniform` run at every layer the other methods prune at (the same-layer controls).
+# they are removed first: the model may have changed. `random` and `uniform` run at every layer the other methods
+# prune at (the same-layer controls).
 set -euo pipefail
 OUT=evals/scenes
 rm -rf $OUT/full $OUT/blind $OUT/sweep
