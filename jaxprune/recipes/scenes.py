@@ -576,16 +576,16 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
   make_batches = lambda r: Batches(train_split, r, tokenizer.pad_token_id, cfg.image_token_id, states=states)
   print(f"frozen tower states: {len(train_split.pixels)} scenes ({time.perf_counter() - start:.0f}s)", flush=True)
   eval_seconds = 90 * len(test_split) / 2000  # eval of 2000 items x 2 takes about a minute on 2 cores
+  with_steps = lambda r, steps: dataclasses.replace(r, steps=steps, warmup_steps=min(recipe.warmup_steps, steps // 10))
   grown = None
   if grow:  # stage 2a: the shallow decoder learns the task (several times the steps/s of the deep one) ...
+    steps = recipe.grow_steps
     if minutes is not None:
-      share = recipe.grow_fraction * (minutes - (time.perf_counter() - t0) / 60) + (time.perf_counter() - t0) / 60
+      elapsed = time.perf_counter() - t0
+      share = elapsed / 60 + recipe.grow_fraction * (minutes - elapsed / 60)
       steps = stage2_steps_for(share, model, shallow, train_split, make_batches(shallow), tokenizer.pad_token_id,
-                               time.perf_counter() - t0, eval_seconds=0)
-      shallow = dataclasses.replace(shallow, steps=steps, warmup_steps=min(recipe.warmup_steps, steps // 10))
-    else:
-      shallow = dataclasses.replace(shallow, steps=recipe.grow_steps,
-                                    warmup_steps=min(recipe.warmup_steps, recipe.grow_steps // 10))
+                               elapsed, eval_seconds=0)
+    shallow = with_steps(shallow, steps)
     grown = base.train(model, shallow, train_split, tokenizer.pad_token_id, batches=make_batches(shallow))
     deep = Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(recipe.seed + 2))
     grow_decoder(model, deep)  # ... then it becomes the deep one, unchanged in function, and all of it trains on
@@ -593,14 +593,13 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
     recipe = dataclasses.replace(recipe, grow_steps=shallow.steps)
     print(f"grown: {recipe.grow_from_layers} -> {recipe.text_layers} layers, the trained ones at "
           f"{grown_positions(recipe.grow_from_layers, recipe.text_layers)}", flush=True)
-  deep_draws = dataclasses.replace(recipe, seed=recipe.seed + 1) if grow else recipe  # new image order after growing
   if minutes is not None:
-    steps = stage2_steps_for(minutes, model, recipe, train_split, make_batches(deep_draws), tokenizer.pad_token_id,
-                             time.perf_counter() - t0, eval_seconds=eval_seconds)
-    recipe = dataclasses.replace(recipe, steps=steps, warmup_steps=min(recipe.warmup_steps, steps // 10))
-    deep_draws = dataclasses.replace(deep_draws, steps=steps, warmup_steps=recipe.warmup_steps)
-  # a fresh source: the same draws as a run given --steps
-  info = base.train(model, recipe, train_split, tokenizer.pad_token_id, batches=make_batches(deep_draws))
+    recipe = with_steps(recipe, stage2_steps_for(minutes, model, recipe, train_split, make_batches(recipe),
+                                                 tokenizer.pad_token_id, time.perf_counter() - t0,
+                                                 eval_seconds=eval_seconds))
+  # a fresh source (the same draws as a run given --steps); after growing, a new image order
+  draws = dataclasses.replace(recipe, seed=recipe.seed + 1) if grow else recipe
+  info = base.train(model, recipe, train_split, tokenizer.pad_token_id, batches=make_batches(draws))
   info["stage1"] = stage1
   info["grown"] = grown
   info["load"] = (load_at_start, os.getloadavg()[0])
