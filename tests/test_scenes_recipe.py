@@ -76,6 +76,22 @@ def test_generated_questions_are_among_the_candidates_and_tokenize(tokenizer, ti
   recipe_mod.load_split("test", 200, tokenizer, cfg)  # raises if any test question has an unknown word
 
 
+def test_the_question_mix_sets_the_drawn_types():
+  rng = np.random.default_rng(0)
+  mix = (("existence", 1.0), ("counting", 3.0), ("relation", 0.0))
+  drawn = [q[0] for i in range(40) for q in recipe_mod.draw_questions(scenes.make_scene("train", i)[0].objects,
+                                                                       15, rng, mix)]
+  share = {t: drawn.count(t) / len(drawn) for t in set(drawn)}
+  assert set(share) == {"existence", "counting"} and 0.68 < share["counting"] < 0.82, share  # 600 draws of 3:1
+  objects = scenes.make_scene("train", 0)[0].objects
+  with pytest.raises(ValueError, match="unknown question types \\['colour'\\]"):
+    recipe_mod.draw_questions(objects, 2, rng, (("colour", 1.0),))
+  lone = (scenes.SceneObject("circle", "red", 20, 20, 8), scenes.SceneObject("square", "blue", 70, 70, 8))  # diagonal
+  assert not recipe_mod.candidate_questions(lone, ("relation",))["relation"]
+  with pytest.raises(ValueError, match="this scene has no question of those types"):
+    recipe_mod.draw_questions(lone, 2, rng, (("relation", 1.0),))
+
+
 def test_cell_labels_follow_the_object_masks():
   for i in range(20):
     scene, _ = scenes.make_scene("test", i)
@@ -222,6 +238,9 @@ def test_cli_writes_a_checkpoint_the_eval_path_answers_with(trained, runner, tok
     (["--steps", "5", "--minutes", "3"], "not allowed with argument"),
     (["--text-layers", "many"], "invalid int value: 'many'"),
     (["--min-visual-keep", "200"], "exceeds the 144 visual tokens"),
+    (["--question-mix", "colour=1"], "argument --question-mix: unknown question type 'colour'"),
+    (["--question-mix", "relation=-1"], "weight of relation must be >= 0"),
+    (["--question-mix", "relation"], "'relation' is not TYPE=WEIGHT"),
 ])
 def test_cli_refuses_bad_flags_with_one_line(tmp_path, flags, message):
   with pytest.raises(SystemExit) as e:

@@ -33,7 +33,9 @@ otherwise knows) and images whose evidence is gone, where the only right move is
 `oracle` and `anti-oracle` at 16 tokens ask of it.
 More questions per image: each training scene carries its generated question (answer-balanced, with
 distractors) plus `questions_per_image - 1` more about the same scene, answered by the task's reference solver
-(`scenes.solve`); the image prefix (148 of ~165 tokens) then runs once for several questions.
+(`scenes.solve`); the image prefix (148 of ~165 tokens) then runs once for several questions. The drawn
+questions' types follow `question_mix`: most are relation and counting questions (two-hop and many-object
+lookups), which a short budget otherwise leaves undertrained while attribute/existence saturate early.
 
 Shapes: B batch, Bi images, P prefix, S suffix, Nv visual tokens, Dv tower width, C cells.
 """
@@ -96,7 +98,12 @@ class Recipe(base.Recipe):
   focus_fraction: float = 0.0  # share of stage-2 steps under the distractor curriculum (0: none; see visual_keep)
   grow_from_layers: int = 3  # stage 2 first trains a decoder this deep, then grows it to text_layers (0: no growing)
   grow_steps: int = 8000  # stage-2 steps of the shallow decoder (with --minutes: set from grow_fraction of the time)
-  grow_fraction: float = 0.6  # share of stage 2's time spent on the shallow decoder under --minutes
+  grow_fraction: float = 0.75  # share of stage 2's time spent on the shallow decoder under --minutes
+  deep_lr: float | None = 1e-3  # peak lr after growing (None: lr); a full-lr restart undoes the shallow stage's end
+  # type weights of the drawn training questions (each scene's own question keeps the 1-in-4 rotation): the
+  # two-hop relation and counting questions get most of the steps, attribute/existence are learnt early
+  question_mix: tuple[tuple[str, float], ...] = (("attribute", 0.15), ("existence", 0.15), ("counting", 0.3),
+                                                 ("relation", 0.4))
 
 
 def model_config(recipe: Recipe, tokenizer):
@@ -168,18 +175,28 @@ def candidate_questions(objects: Sequence[scenes.SceneObject], types: Sequence[s
   return out
 
 
-def draw_questions(objects: Sequence[scenes.SceneObject], n: int,
-                   rng: np.random.Generator) -> list[tuple[str, str, str, tuple[int, ...]]]:
-  """n (type, question, answer, referenced objects) about a scene: a type uniformly (redrawn if this scene has
-  no such question), then an answer uniformly among that type's answers here (so "no" and small counts do not
-  dominate), then a question with it. Candidates are enumerated per type, only for the types drawn."""
+def draw_questions(objects: Sequence[scenes.SceneObject], n: int, rng: np.random.Generator,
+                   mix: Sequence[tuple[str, float]] | None = None) -> list[tuple[str, str, str, tuple[int, ...]]]:
+  """n (type, question, answer, referenced objects) about a scene: a type by the weights of `mix` (uniformly
+  if None; redrawn if this scene has no such question), then an answer uniformly among that type's answers
+  here (so "no" and small counts do not dominate), then a question with it. Candidates are enumerated per
+  type, only for the types drawn."""
+  types, weights = zip(*mix) if mix else (scenes.QUESTION_TYPES, (1.0,) * len(scenes.QUESTION_TYPES))
+  if unknown := set(types) - set(scenes.QUESTION_TYPES):
+    raise ValueError(f"question mix: unknown question types {sorted(unknown)} (known: {scenes.QUESTION_TYPES})")
+  if min(weights) < 0 or sum(weights) <= 0:
+    raise ValueError(f"question mix: weights must be >= 0 with a positive sum, got {dict(zip(types, weights))}")
+  p = np.asarray(weights, float) / sum(weights)
   candidates: dict[str, list[tuple]] = {}
   out = []
   while len(out) < n:
-    qtype = scenes.QUESTION_TYPES[rng.integers(len(scenes.QUESTION_TYPES))]
+    qtype = types[rng.choice(len(types), p=p)]
     if qtype not in candidates:
       candidates.update(candidate_questions(objects, (qtype,), with_referenced=True))
     if not candidates[qtype]:  # e.g. no unique anchor for a relation; attribute/existence always have some
+      if all(not candidates.get(t, True) for t, w in zip(types, p) if w > 0):
+        raise ValueError(f"question mix {dict(zip(types, weights))}: this scene has no question of those types "
+                         "(attribute and existence always have one)")
       continue
     answers = sorted({a for _, a, _ in candidates[qtype]})
     answer = answers[rng.integers(len(answers))]
@@ -223,9 +240,9 @@ class ScenesSplit(base.Split):
 
 
 def load_split(split: str, num_images: int, tokenizer, cfg, *, questions_per_image: int = 1,
-               seed: int = 0) -> ScenesSplit:
+               seed: int = 0, question_mix: Sequence[tuple[str, float]] | None = None) -> ScenesSplit:
   """Scenes 0..num_images-1 of a split (exactly the items `load_task("scenes")` holds), each with its own
-  question first and then `questions_per_image - 1` drawn ones."""
+  question first and then `questions_per_image - 1` drawn ones (types weighted by `question_mix`)."""
   from jaxprune.prompts import build_prompt
   if num_images < 1 or questions_per_image < 1:
     raise ValueError(f"scenes {split}: need >= 1 image and question per image, got {num_images}, {questions_per_image}")
@@ -238,7 +255,7 @@ def load_split(split: str, num_images: int, tokenizer, cfg, *, questions_per_ima
     images[i], _ = scenes.render(scene, item_rng)  # same pixels as the item's PNG
     cells[i] = cell_labels(scene.objects)
     object_cells = [scenes.relevant_cells(scenes.object_mask(o), GRID) for o in scene.objects]  # [objects][C]
-    drawn = draw_questions(scene.objects, questions_per_image - 1, rng) if questions_per_image > 1 else []
+    drawn = draw_questions(scene.objects, questions_per_image - 1, rng, question_mix) if questions_per_image > 1 else []
     own = (scene.question_type, scene.question, scene.answer, scene.referenced)
     for k, (qtype, question, answer, referenced) in enumerate([own, *drawn]):
       kinds.append(qtype), questions.append(question), answers.append(answer), index.append(i)
@@ -434,7 +451,8 @@ Tokenizer: word-level over `scenes.vocabulary()` and `?`, specials as llava-easy
 ## Data and recipe
 
 Training: scenes 0..{train_images_minus_1} of the train split (seed 0), each with its generated question and
-{extra} more about the same scene answered by `scenes.solve` ({n_train} questions). Stage 1
+{extra} more about the same scene answered by `scenes.solve`, their types drawn in proportion {mix} ({n_train}
+questions). Stage 1
 ({pretrain_steps} steps, {stage1_minutes} min): the tower alone, with per-8-px-cell heads for colour, shape
 (background included) and the object's centre cell; test-cell accuracy {stage1_acc}. Stage 2 ({steps} steps of
 {batch_size} questions + {blind_per_step} blind, {train_minutes} min): tower frozen, projector + decoder with
@@ -474,6 +492,7 @@ def model_card(*, recipe: Recipe, cfg, command: str, n_params: int, info: dict, 
       patch_size=v.patch_size, num_patches=v.num_patches, grid=GRID, vision_width=v.hidden_size,
       vision_layers_used=cfg.vision_layers_used, text_width=t.hidden_size, text_layers=t.num_layers,
       text_heads=t.num_heads, kv_heads=t.num_kv_heads, text_mlp=t.intermediate_size, vocab_size=t.vocab_size,
+      mix=", ".join(f"{t} {w:g}" for t, w in recipe.question_mix) if recipe.question_mix else "equal",
       train_images_minus_1=recipe.train_images - 1, extra=recipe.questions_per_image - 1, n_train=n_train,
       pretrain_steps=recipe.vision_pretrain_steps, stage1_minutes=f"{stage1['seconds'] / 60:.1f}",
       stage1_acc=", ".join(f"{k} {pct(a)}" for k, a in stage1["test"].items()) or "n/a",
@@ -556,7 +575,7 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
   tokenizer, processor = build_tokenizer(), build_image_processor()
   cfg = model_config(recipe, tokenizer)
   train_split = load_split("train", recipe.train_images, tokenizer, cfg, questions_per_image=recipe.questions_per_image,
-                           seed=recipe.seed)
+                           seed=recipe.seed, question_mix=recipe.question_mix)
   test_split = load_split("test", test_images, tokenizer, cfg)
   print(f"data: {len(train_split)} train questions / {len(train_split.pixels)} scenes, {len(test_split)} test items "
         f"({time.perf_counter() - t0:.0f}s)", flush=True)
@@ -599,7 +618,8 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
                                                  eval_seconds=eval_seconds))
   # a fresh source (the same draws as a run given --steps); after growing, a new image order
   draws = dataclasses.replace(recipe, seed=recipe.seed + 1) if grow else recipe
-  info = base.train(model, recipe, train_split, tokenizer.pad_token_id, batches=make_batches(draws))
+  trained = dataclasses.replace(recipe, lr=recipe.deep_lr) if grow and recipe.deep_lr is not None else recipe
+  info = base.train(model, trained, train_split, tokenizer.pad_token_id, batches=make_batches(draws))
   info["stage1"] = stage1
   info["grown"] = grown
   info["load"] = (load_at_start, os.getloadavg()[0])
@@ -625,6 +645,26 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
              "out": str(out)}
   print(json.dumps({k: v for k, v in summary.items() if k not in ("losses", "stage1_losses", "grow_losses")}, indent=2), flush=True)
   return summary
+
+
+def _question_mix(text: str) -> tuple[tuple[str, float], ...]:
+  """--question-mix "relation=0.4,counting=0.3" -> (("relation", 0.4), ("counting", 0.3))."""
+  mix = []
+  for part in text.split(","):
+    name, _, weight = part.partition("=")
+    name = name.strip()
+    if name not in scenes.QUESTION_TYPES:
+      raise argparse.ArgumentTypeError(f"unknown question type {name!r} (known: {', '.join(scenes.QUESTION_TYPES)})")
+    try:
+      w = float(weight)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{part!r} is not TYPE=WEIGHT") from None
+    if w < 0:
+      raise argparse.ArgumentTypeError(f"weight of {name} must be >= 0, got {w:g}")
+    mix.append((name, w))
+  if sum(w for _, w in mix) <= 0:
+    raise argparse.ArgumentTypeError(f"{text!r}: the weights sum to 0")
+  return tuple(mix)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -661,6 +701,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument("--grow-steps", type=int, default=d.grow_steps, help="stage-2 steps of the shallow decoder")
   p.add_argument("--grow-fraction", type=float, default=d.grow_fraction,
                  help="with --minutes: share of stage 2's time spent on the shallow decoder")
+  p.add_argument("--deep-lr", type=float, default=d.deep_lr,
+                 help="peak learning rate of the decoder after growing (default: %(default)s)")
+  p.add_argument("--question-mix", type=_question_mix, default=d.question_mix, metavar="TYPE=W,...",
+                 help="type weights of the drawn training questions, e.g. relation=0.4,counting=0.3,attribute=0.15,"
+                      "existence=0.15 (types left out are never drawn)")
   p.add_argument("--seed", type=int, default=d.seed)
   args = p.parse_args(argv)
   positive = {"--steps": args.steps, "--batch-size": args.batch_size, "--questions-per-image": args.questions_per_image,
@@ -697,7 +742,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       vision_pretrain_lr=args.vision_pretrain_lr,
       train_images=args.train_images, visual_drop_prob=args.visual_drop_prob, min_visual_keep=args.min_visual_keep,
       focus_fraction=args.focus_fraction, grow_from_layers=args.grow_from_layers, grow_steps=args.grow_steps,
-      grow_fraction=args.grow_fraction,
+      grow_fraction=args.grow_fraction, deep_lr=args.deep_lr, question_mix=args.question_mix,
       text_hidden=args.text_hidden, text_layers=args.text_layers, vision_hidden=args.vision_hidden,
       vision_layers_used=args.vision_layers, seed=args.seed)
   command = f"{PROG} " + " ".join(argv if argv is not None else sys.argv[1:])
