@@ -90,13 +90,36 @@ def grid_plans(runner: Runner, task: str, method: str, layer: str | None, keep: 
   return plans
 
 
+def outputs_of(out: dict) -> tuple[np.ndarray, np.ndarray]:
+  """(generated tokens [B, T], kept visual slots [B, L'] (-1: text)) of one generator output, on the host."""
+  return to_host(out["tokens"]), to_host(out["kept"].patch)
+
+
 def per_plan(runner, data, pruners) -> list:
-  return [[to_host(runner.generator(b, prune_points_fn=p)["tokens"]) for b in data] for p in pruners]
+  """[plan][batch] -> (tokens, kept slots): every plan alone, through `__call__`'s single program."""
+  return [[outputs_of(runner.generator(b, prune_points_fn=p)) for b in data] for p in pruners]
 
 
 def shared(runner, data, pruners) -> list:
-  outs = [[to_host(o["tokens"]) for o in runner.generator.grid(b, pruners)] for b in data]
+  """[plan][batch] -> (tokens, kept slots): the chunk's plans together, through `Generator.grid`."""
+  outs = [[outputs_of(o) for o in runner.generator.grid(b, pruners)] for b in data]
   return [[outs[j][i] for j in range(len(data))] for i in range(len(pruners))]
+
+
+def differences(runner, data, plans, alone, together) -> list[dict]:
+  """Every (plan, item) whose generated tokens or kept visual slots differ between the two paths, with both
+  decoded answers (so a difference after the answer's EOS is told apart from a different answer)."""
+  out = []
+  for plan, xs, ys in zip(plans, alone, together):
+    for j, ((tok_a, kept_a), (tok_b, kept_b)) in enumerate(zip(xs, ys)):
+      for r in range(len(tok_a)):
+        same_tokens, same_kept = np.array_equal(tok_a[r], tok_b[r]), np.array_equal(kept_a[r], kept_b[r])
+        if not (same_tokens and same_kept):
+          answer_a, answer_b = runner.decode(np.stack([tok_a[r], tok_b[r]]))
+          out.append({"plan": "none" if plan is None else str(plan), "item": j * runner.batch_size + r,
+                      "tokens_equal": same_tokens, "kept_equal": same_kept, "answer_alone": answer_a,
+                      "answer_shared": answer_b})
+  return out
 
 
 def prefill_pass(runner, data) -> None:
@@ -121,20 +144,19 @@ def flops(cfg, data, plans) -> dict:
   lengths = [int(n) for b in data for n in np.asarray(b.valid).sum(axis=1)]
   head = 2 * text.hidden_size * text.vocab_size  # lm_head, last position
   stages = [[] if p is None else [(s.layer, s.keep) for s in p.stages if s.keep < nv] for p in plans]
-  first = [s[0][0] if s else text.num_layers for s in stages]
-  deepest = max((k for k in first if k < text.num_layers), default=0)
+  first = [s[0][0] if s else 0 for s in stages]  # plans that prune nothing fork before layer 0 (Generator.grid)
+  deepest = max(first, default=0)
   total = {"per_plan": 0, "shared": 0, "unpruned": 0}
   for length in lengths:
     vision = cost.vision_flops(cfg, nv)
     total["unpruned"] += cost.prefill_flops(cfg, length, num_visual=nv)
     total["per_plan"] += sum(cost.prefill_flops(cfg, length, s, num_visual=nv) for s in stages)
     unpruned = cost.sequence_lengths(text.num_layers, length, nv)
-    # vision once, the unpruned prefix once up to the deepest first prune layer (the baseline finishes it)
+    # vision once, the unpruned prefix once up to the deepest first prune layer, each plan's own layers after
     total["shared"] += vision + sum(cost.decoder_layer_flops(text, n) for n in unpruned[:deepest])
     for s, k in zip(stages, first):
       own = cost.sequence_lengths(text.num_layers, length, nv, s)
-      start = k if k < text.num_layers else deepest
-      total["shared"] += sum(cost.decoder_layer_flops(text, n) for n in own[start:]) + head
+      total["shared"] += sum(cost.decoder_layer_flops(text, n) for n in own[k:]) + head
   return total
 
 
@@ -158,7 +180,7 @@ def time_chunk(runner: Runner, data, plans: list, reps: int) -> dict:
   alone, together = per_plan(runner, data, pruners), shared(runner, data, pruners)  # compiles the chunk
   prefill_pass(runner, data)
   compile_s = time.perf_counter() - t0
-  identical = all(np.array_equal(a, b) for xs, ys in zip(alone, together) for a, b in zip(xs, ys))
+  diffs = differences(runner, data, plans, alone, together)
   rows = []
   for _ in range(reps):  # interleaved, so every ratio compares timings taken under the same load
     base, _ = timed(per_plan, runner, data, [None])
@@ -167,7 +189,7 @@ def time_chunk(runner: Runner, data, plans: list, reps: int) -> dict:
     grid, _ = timed(shared, runner, data, pruners)
     rows.append((base, pre, loop, grid))
   runner.release_programs()  # as evaluate_task does between chunks: at most MAX_LIVE_PLANS programs live
-  return {"plans": plans, "compile_s": compile_s, "identical": identical, "rows": rows,
+  return {"plans": plans, "compile_s": compile_s, "differences": diffs, "rows": rows,
           "flops": flops(runner.config, data, plans)}
 
 
@@ -195,7 +217,8 @@ def run_grid(name: str, model: str, runner: Runner, data, plans, reps: int,
           "n_plans": len(plans), "items": sum(b.size for b in data), "reps": reps,
           "chunks": [len(c["plans"]) for c in chunks], "max_live_plans": max_live_plans,
           "warmup_and_compile_s": round(sum(c["compile_s"] for c in chunks), 1),
-          "identical_answers": all(c["identical"] for c in chunks),
+          "identical_answers": not any(c["differences"] for c in chunks),
+          "differences": [d for c in chunks for d in c["differences"]],
           "unpruned_pass_s": round(med(r[0] for r in rounds), 4),
           "decode_share_of_unpruned_pass": round(med(r[1] for r in rounds), 3),
           "per_plan": {"ratio": round(med(r[2] for r in rounds), 2),

@@ -197,7 +197,13 @@ class Generator:
     multi-stage plan simply continues its own continuation through its later stages: grids cross methods with
     layers and budgets, so two plans rarely share a first stage, and forking again would add a compiled
     program per shared stage (the dominant cost on CPU) for little reuse. Plans that prune nothing (the
-    baseline, or keeps at least the visual count) finish from the deepest prefix state.
+    baseline, or keeps at least the visual count) fork from the state before layer 0.
+
+    A plan's outputs do not depend on which other plans share the grid: the prefix advances one layer per
+    program (program `l` is the same whether the walk stops at l + 1 or goes on), and a plan's fork and decode
+    programs are its own. So a plan alone (`grid(batch, [fn])`, what the eval runs for one plan) and the same
+    plan inside any grid give bit-identical tokens, kept tokens and logits: the eval's rows are a function of
+    the plan and the batch, never of the grid (tests/test_shared_prefix.py checks it exactly).
 
     Programs: the fork is compiled per plan (its prune points are static); the decode, a `while_loop` over every
     layer and as large as a fork, is compiled once per cache layout (kept length per layer) and shared by the
@@ -206,25 +212,24 @@ class Generator:
     `release_plan_programs` between them (jaxprune.eval.loop.evaluate_task), which bounds what stays alive.
 
     Memory: one live prefix state (what enters layer K and the KV of layers < K) plus one plan's continuation at
-    a time; a state is replaced when the walk moves to the next K. Each piece is its own `jit` program of the
-    same ops in the same order as `__call__`'s single program. Not bit-identical, though: XLA fuses differently
-    across program boundaries, so float32 logits differ from a plan run alone by ~1e-7 (measured on CPU).
-    Generated tokens, kept tokens, answers and eval rows are equal (tests/test_shared_prefix.py checks them
-    exactly and the logits within 1e-5). A prune-points function must choose its layers from shapes alone (as
-    `Pruner` does): it is called once on the host to find its first layer.
+    a time; a state is replaced when the walk moves to the next layer. Each piece is its own `jit` program of
+    the same ops in the same order as `__call__`'s single program; against that fused program the grid is not
+    bit-identical (XLA fuses differently across program boundaries: float32 logits differ by ~1e-7 on CPU), so
+    a score or logit tie within that noise can go either way there (tests/test_shared_prefix.py checks tokens
+    and kept tokens equal on the test models, logits within 1e-5). A prune-points function must choose its
+    layers from shapes alone (as `Pruner` does): it is called once on the host to find its first layer.
     """
     start, advance, fork, decode = self._grid_jits
     prefix, vision = start(self.state, self.device_arrays(batch))
     model = nnx.merge(self.graphdef, self.state)
-    by_layer: dict[int, list[int]] = {}  # first prune layer -> plan indices; num_layers: prunes nothing
-    num_layers = language_model(model).config.num_layers
+    by_layer: dict[int, list[int]] = {}  # first prune layer -> plan indices; plans that prune nothing: 0
     for index, fn in enumerate(prune_points_fns):
       layers = sorted(fn(model, prefix.tokens, vision)) if fn else []  # builds the points; runs nothing
-      by_layer.setdefault(layers[0] if layers else num_layers, []).append(index)
+      by_layer.setdefault(layers[0] if layers else 0, []).append(index)
     outputs: list[dict | None] = [None] * len(prune_points_fns)
     for layer in sorted(by_layer):
-      if prefix.layer < layer < num_layers:  # plans that prune nothing fork from the deepest state as it is
-        prefix = advance(self.state, prefix, to_layer=layer)  # the previous state is dropped here
+      while prefix.layer < layer:  # one layer per program: the same programs whatever layers the grid holds
+        prefix = advance(self.state, prefix, to_layer=prefix.layer + 1)  # the previous state is dropped here
       for index in by_layer[layer]:
         first, cache, kept = fork(self.state, prefix, vision, prune_points_fn=prune_points_fns[index])
         out, _ = decode(self.state, first, cache, keep_logits=keep_logits)  # the fork's cache is consumed here

@@ -79,6 +79,25 @@ def test_grid_equals_each_plan_alone(tiny_llava_jax, generator):
   assert len(set(kept)) > 3, kept  # the plans really prune differently
 
 
+def test_a_plans_outputs_do_not_depend_on_its_grid(tiny_llava_jax, generator):
+  """Bit for bit, logits included: each plan alone (`grid(batch, [plan])`, the eval's one-plan path), in the
+  full grid, and in a grid of itself and plans at other layers. The prefix advances one layer per program, so
+  no plan's numbers depend on where the walk stopped for the others."""
+  batch = _batch(4)
+  pruners = [None if p is None else Pruner.build(p, tiny_llava_jax.config, frozenset({"relevance"})) for p in PLANS]
+  full = generator.grid(batch, pruners, keep_logits=True)
+  reversed_pair = generator.grid(batch, [pruners[-1], pruners[2]], keep_logits=True)  # first layers 3 and 0
+  for plan, pruner, together in zip(PLANS, pruners, full):
+    alone, = generator.grid(batch, [pruner], keep_logits=True)
+    for a, b in [(alone, together)] + ([(alone, reversed_pair[0])] if plan == PLANS[-1] else []):
+      for key in ("tokens", "logits", "nonfinite"):
+        np.testing.assert_array_equal(np.asarray(b[key]), np.asarray(a[key]), err_msg=f"{plan}: {key}")
+      for x, y in zip(jax.tree.leaves(a["kept"]), jax.tree.leaves(b["kept"])):
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(x), err_msg=f"{plan}: kept")
+  for key in ("tokens", "logits"):
+    np.testing.assert_array_equal(np.asarray(reversed_pair[1][key]), np.asarray(full[2][key]), err_msg=PLANS[2])
+
+
 # chunks of two as the eval sorts them (first prune layer, then stages): [pool@0:4, visionzip@0:4] share a decode,
 # [divprune@0:10, oracle@1:10+latesim@2:6] do not, [random@3:3, fastv@3:3] do, [none] is alone
 CHUNKED = [None, "random@3:3", "pool@0:4", "oracle@1:10+latesim@2:6", "visionzip@0:4", "fastv@3:3", "divprune@0:10"]

@@ -125,8 +125,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p.add_argument("--time-batches", type=int, default=3,
                  help="batches per config whose prefill is timed (each plan alone, on either path)")
   p.add_argument("--per-plan", action="store_true",
-                 help="run every plan alone (vision tower and prefill again per plan) instead of sharing the "
-                      "grid's prefix; the answers are the same, only slower")
+                 help="run every plan alone through one fused program (vision tower and prefill again per "
+                      "plan) instead of sharing the grid's prefix: the reference path, slower; its answers equal "
+                      "the shared path's except where a score or logit tie falls within float noise")
   p.add_argument("--data-dir", default=None, help="where prepared tfds data lives")
   p.add_argument("--datbench-dir", default=None, help="local copy of DatBench's parquet files")
   p.add_argument("--judge", default=None, metavar="MODEL",

@@ -64,9 +64,11 @@ def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plan
 
   By default the grid shares its prefix (`Generator.grid`): each batch of items is answered by every plan of a
   chunk that still needs it, with the vision tower run once and the decoder once per distinct first prune layer.
-  With --per-plan (and for --blind, a single config) each plan runs alone over all its items, the reference path.
-  Either way the answers and rows are the same (logits differ by ~1e-7); `prefill_ms` always comes from timing
-  each plan's prefill alone.
+  A plan's rows are bit-identical whatever else is in the grid, so one plan evaluated alone (also through
+  `Generator.grid`) gives exactly the rows it gets in any sweep. With --per-plan (and for --blind) each plan runs
+  alone through `Generator.__call__`'s single fused program, the reference path: the same answers except where a
+  score or logit tie falls within float noise (~1e-7; XLA fuses differently across program boundaries).
+  `prefill_ms` always comes from timing each plan's prefill alone.
 
   Memory: jax keeps every compiled program alive, and every plan compiles its own (its fork of the grid, its
   timed prefill), so a grid of 125 plans on a 12-layer model once ran out of memory compiling. The shared path
@@ -87,7 +89,7 @@ def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plan
                 and r.get("batch_prefill_ms") is not None)
     jobs.append(Job(plan, config, None if plan is None else Pruner(plan, runner.config), pending, timed))
     progress.update(len(items) - len(pending))
-  shared = not args.blind and not getattr(args, "per_plan", False) and len(jobs) > 1
+  shared = not args.blind and not getattr(args, "per_plan", False)  # one plan too: its rows never depend on the grid
   relevance: dict[str, np.ndarray] = {}  # ground truth per slot: read once per item, whatever the number of plans
   groups = plan_chunks(jobs, MAX_LIVE_PLANS) if shared else [[job] for job in jobs]
   for n, group in enumerate(groups):
