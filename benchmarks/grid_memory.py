@@ -88,7 +88,7 @@ def child(mode: str, layers: list[int], keeps: list[int], cap: int, depth: int, 
   texts = plan_texts(layers, keeps)
   pruners = [None if t == "none" else Pruner.build(t, cfg) for t in texts]
   jobs = [Job(pruner and pruner.plan, t, pruner, set(), 0) for t, pruner in zip(texts, pruners)]  # as the eval's
-  start, _, fork, decode = gen._grid_jits
+  start = gen._grid_jits[0]
   jax.block_until_ready(start(gen.state, batch))  # the shared vision side, compiled before the baseline is read
   base, compiles, t0 = memory_mib()["VmRSS"], gen.compiles, time.perf_counter()
   tokens, after_chunk = {}, []
@@ -103,7 +103,7 @@ def child(mode: str, layers: list[int], keeps: list[int], cap: int, depth: int, 
   return {"mode": mode, "plans": len(texts), "chunks": len(after_chunk), "seconds": round(time.perf_counter() - t0),
           "peak_growth_mib": round(end["VmHWM"] - base), "end_growth_mib": round(end["VmRSS"] - base),
           "rss_growth_after_chunk_mib": after_chunk, "traces": gen.compiles - compiles,
-          "live_forks": fork._cache_size(), "live_decodes": decode._cache_size(), "tokens_sha": digest}
+          "live_forks": gen.plan_programs()[0], "live_decodes": gen.plan_programs()[1], "tokens_sha": digest}
 
 
 def main(argv=None) -> None:

@@ -122,7 +122,7 @@ class Generator:
   adds one per bucket for the vision side, one per stretch of shared prefix and one decode per cache layout)."""
 
   def __init__(self, model: nnx.Module, *, max_new_tokens: int = 32, eos_ids: Sequence[int] = (),
-               pad_id: int = 0, mesh=None):
+               pad_id: int = 0, mesh=None, fork_rows: int = 64):
     self.graphdef, self.state = nnx.split(model)
     self.mesh = mesh  # with a mesh: batch sharded on "data", weights placed by jaxprune.sharding's rules
     if mesh is not None:
@@ -131,11 +131,15 @@ class Generator:
     self.eos_ids = tuple(int(e) for e in eos_ids)
     self.pad_id = pad_id
     self.compiles = 0
+    # `grid` stacks the continuations of plans with the same pruned shapes up to this many rows (plans x batch)
+    self.fork_rows = fork_rows
+    self._pruned_shapes: dict[tuple, Any] = {}  # (fn, layer, input shapes) -> shapes of its pruned tokens
     self._run = jax.jit(self._generate, static_argnames=("prune_points_fn", "keep_logits"))
     self._grid_jits = (jax.jit(self._grid_start),  # the pieces of `grid`
                        jax.jit(self._grid_advance, static_argnames=("to_layer",)),
                        jax.jit(self._grid_fork, static_argnames=("prune_points_fn",)),
-                       jax.jit(self._grid_decode, static_argnames=("keep_logits",), donate_argnames=("cache",)))
+                       jax.jit(self._grid_decode, static_argnames=("keep_logits",), donate_argnames=("cache",)),
+                       jax.jit(self._grid_fork_stacked, static_argnames=("prune_points_fns",)))
 
   def _generate(self, state, inputs, *, prune_points_fn, keep_logits):
     self.compiles += 1  # runs only while tracing
@@ -179,6 +183,29 @@ class Generator:
         decoder, decoding.prefill_advance(decoder, prefix, decoder.config.num_layers, points))
     return decoder.logits(h[:, -1]), cache, tokens.replace(hidden=None)
 
+  def _grid_fork_stacked(self, state, prefix: decoding.PrefillState, vision, *, prune_points_fns):
+    """Several one-stage plans pruning at prefix.layer to the same shapes, as one continuation: each plan's
+    pruned tokens (from the same prefix) stacked on the batch axis, plan-major, with the prefix's KV repeated
+    per plan -> (first-token logits [P*B, V], KVCache, kept Tokens [P*B, ...]). Per row, the same ops as
+    `_grid_fork`; on small batches a continuation costs mostly per-op overhead, which P plans now pay once."""
+    self.compiles += 1
+    model = nnx.merge(self.graphdef, state)
+    decoder = language_model(model)
+    pruned = []
+    for fn in prune_points_fns:
+      (point,) = fn(model, prefix.tokens, vision).values()  # its one prune point, at prefix.layer
+      pruned.append(point(prefix.tokens, prefix.trace))
+    stack = lambda xs: jnp.concatenate(xs, axis=0)
+    repeat = lambda arrays: tuple(stack([a] * len(pruned)) for a in arrays)
+    stacked = prefix.replace(tokens=jax.tree.map(lambda *xs: stack(xs), *pruned), trace=None,
+                             keys=repeat(prefix.keys), values=repeat(prefix.values),
+                             slot_valid=repeat(prefix.slot_valid), next_position=repeat(prefix.next_position))
+    # the pruning already happened: an identity point at this layer starts the new group (positions, masks)
+    as_pruned = {prefix.layer: lambda tokens, trace: tokens}
+    h, cache, tokens = decoding.prefill_finish(
+        decoder, decoding.prefill_advance(decoder, stacked, decoder.config.num_layers, as_pruned))
+    return decoder.logits(h[:, -1]), cache, tokens.replace(hidden=None)
+
   def _grid_decode(self, state, first: jax.Array, cache: KVCache, *, keep_logits):
     """A fork's greedy decode. Nothing here names the plan: the program is keyed by shapes alone (the cache's kept
     length per layer), so every plan keeping the same lengths at the same layers (a grid's methods at one layer and
@@ -199,42 +226,89 @@ class Generator:
     program per shared stage (the dominant cost on CPU) for little reuse. Plans that prune nothing (the
     baseline, or keeps at least the visual count) fork from the state before layer 0.
 
+    Stacking: plans with a single prune point at K whose pruned tokens have the same shapes (a grid's methods
+    at one layer and budget) continue as one program: their pruned tokens stacked on the batch axis (plan-major),
+    the prefix KV repeated per plan, up to `fork_rows` rows (plans x batch). On small batches a plan's
+    continuation costs mostly per-op overhead, not FLOPs, so P plans in one program cost about one.
+
     A plan's outputs do not depend on which other plans share the grid: the prefix advances one layer per
-    program (program `l` is the same whether the walk stops at l + 1 or goes on), and a plan's fork and decode
-    programs are its own. So a plan alone (`grid(batch, [fn])`, what the eval runs for one plan) and the same
-    plan inside any grid give bit-identical tokens, kept tokens and logits: the eval's rows are a function of
-    the plan and the batch, never of the grid (tests/test_shared_prefix.py checks it exactly).
+    program (program `l` is the same whether the walk stops at l + 1 or goes on), a stacked plan's rows go
+    through the same ops as alone, and other plans' forks and decodes are their own. So a plan alone
+    (`grid(batch, [fn])`, what the eval runs for one plan) and the same plan inside any grid give bit-identical
+    tokens, kept tokens and logits on CPU, where XLA's row-wise results do not depend on the row count
+    (tests/test_shared_prefix.py checks it): the eval's rows are a function of the plan and the batch, never of
+    the grid. (A GPU matmul may choose another algorithm for another row count: logits may then differ there
+    by float noise between a stack and a plan alone.)
 
-    Programs: the fork is compiled per plan (its prune points are static); the decode, a `while_loop` over every
-    layer and as large as a fork, is compiled once per cache layout (kept length per layer) and shared by the
-    plans with that layout. jax keeps every compiled program for the life of its `jit`, so a grid over many
-    plans would hold one fork per plan: a long evaluation runs the plans in chunks and calls
-    `release_plan_programs` between them (jaxprune.eval.loop.evaluate_task), which bounds what stays alive.
+    Programs: a fork is compiled per plan, or per stack of plans (their prune points are static); the decode, a
+    `while_loop` over every layer and as large as a fork, is compiled once per cache layout (kept length per
+    layer and rows) and shared by the forks with that layout. jax keeps every compiled program for the life of
+    its `jit`, so a grid over many plans would hold one fork per plan: a long evaluation runs the plans in
+    chunks and calls `release_plan_programs` between them (jaxprune.eval.loop.evaluate_task), which bounds
+    what stays alive.
 
-    Memory: one live prefix state (what enters layer K and the KV of layers < K) plus one plan's continuation at
-    a time; a state is replaced when the walk moves to the next layer. Each piece is its own `jit` program of
-    the same ops in the same order as `__call__`'s single program; against that fused program the grid is not
-    bit-identical (XLA fuses differently across program boundaries: float32 logits differ by ~1e-7 on CPU), so
-    a score or logit tie within that noise can go either way there (tests/test_shared_prefix.py checks tokens
-    and kept tokens equal on the test models, logits within 1e-5). A prune-points function must choose its
-    layers from shapes alone (as `Pruner` does): it is called once on the host to find its first layer.
+    Memory: one live prefix state (what enters layer K and the KV of layers < K) plus one continuation (at most
+    `fork_rows` rows) at a time; a state is replaced when the walk moves to the next layer. Each piece is its
+    own `jit` program of the same ops in the same order as `__call__`'s single program; against that fused
+    program the grid is not bit-identical (XLA fuses differently across program boundaries: float32 logits
+    differ by ~1e-7 on CPU), so a score or logit tie within that noise can go either way there
+    (tests/test_shared_prefix.py checks tokens and kept tokens equal on the test models, logits within 1e-5).
+    A prune-points function must choose its layers from shapes alone (as `Pruner` does): it is called once on
+    the host to find its first layer.
     """
-    start, advance, fork, decode = self._grid_jits
+    start, advance, fork, decode, fork_stacked = self._grid_jits
     prefix, vision = start(self.state, self.device_arrays(batch))
     model = nnx.merge(self.graphdef, self.state)
     by_layer: dict[int, list[int]] = {}  # first prune layer -> plan indices; plans that prune nothing: 0
+    one_point: set[int] = set()  # plans with a single prune point: their continuations can be stacked
     for index, fn in enumerate(prune_points_fns):
       layers = sorted(fn(model, prefix.tokens, vision)) if fn else []  # builds the points; runs nothing
       by_layer.setdefault(layers[0] if layers else 0, []).append(index)
+      if len(layers) == 1:
+        one_point.add(index)
     outputs: list[dict | None] = [None] * len(prune_points_fns)
+    per_stack = max(1, self.fork_rows // batch.size)
     for layer in sorted(by_layer):
       while prefix.layer < layer:  # one layer per program: the same programs whatever layers the grid holds
         prefix = advance(self.state, prefix, to_layer=prefix.layer + 1)  # the previous state is dropped here
+      stacks: dict[tuple, list[int]] = {}  # plans whose pruned tokens have the same shapes, in grid order
       for index in by_layer[layer]:
-        first, cache, kept = fork(self.state, prefix, vision, prune_points_fn=prune_points_fns[index])
-        out, _ = decode(self.state, first, cache, keep_logits=keep_logits)  # the fork's cache is consumed here
-        outputs[index] = {**out, "kept": kept}
+        key = (("stack", self._pruned_shapes_of(prune_points_fns[index], model, prefix, vision))
+               if index in one_point else ("alone", index))
+        stacks.setdefault(key, []).append(index)
+      for (kind, _), indices in stacks.items():
+        if kind == "alone":  # the baseline, plans that prune nothing, multi-stage plans
+          first, cache, kept = fork(self.state, prefix, vision, prune_points_fn=prune_points_fns[indices[0]])
+          out, _ = decode(self.state, first, cache, keep_logits=keep_logits)  # the fork's cache is consumed here
+          outputs[indices[0]] = {**out, "kept": kept}
+          continue
+        for lo in range(0, len(indices), per_stack):
+          part = indices[lo:lo + per_stack]
+          first, cache, kept = fork_stacked(self.state, prefix, vision,
+                                            prune_points_fns=tuple(prune_points_fns[i] for i in part))
+          out, _ = decode(self.state, first, cache, keep_logits=keep_logits)
+          for n, index in enumerate(part):  # plan n's rows are n*B .. (n+1)*B-1
+            rows = slice(n * batch.size, (n + 1) * batch.size)
+            outputs[index] = {"tokens": out["tokens"][rows], "kept": jax.tree.map(lambda x: x[rows], kept),
+                              "logits": None if out["logits"] is None else out["logits"][rows],
+                              "nonfinite": out["nonfinite"][rows], "kv_bytes": out["kv_bytes"] // len(part)}
     return outputs
+
+  def _pruned_shapes_of(self, fn: PrunePointsFn, model, prefix: decoding.PrefillState, vision) -> Any:
+    """The shapes of a one-point plan's pruned tokens at prefix.layer (traced once per plan, layer and input
+    shapes, never run): plans with equal shapes share one stacked continuation."""
+    key = (fn, prefix.layer, tuple((x.shape, x.dtype) for x in jax.tree.leaves((prefix.tokens, prefix.trace))))
+    if key not in self._pruned_shapes:
+      (point,) = fn(model, prefix.tokens, vision).values()
+      shapes = jax.eval_shape(point, prefix.tokens, prefix.trace)
+      leaves = tuple((x.shape, x.dtype) for x in jax.tree.leaves(shapes))
+      self._pruned_shapes[key] = (jax.tree.structure(shapes), leaves)
+    return self._pruned_shapes[key]
+
+  def plan_programs(self) -> tuple[int, int]:
+    """(fork programs, decode programs) compiled and alive now: what `release_plan_programs` frees."""
+    _, _, fork, decode, fork_stacked = self._grid_jits
+    return fork._cache_size() + fork_stacked._cache_size(), decode._cache_size()
 
   def release_plan_programs(self) -> None:
     """Drop the compiled programs that belong to plans: `grid`'s forks and decodes and `__call__`'s per-plan
@@ -244,8 +318,9 @@ class Generator:
     caches, which frees the executables (jax's compilation cache holds them only weakly, by their lowered
     module; benchmarks/grid_memory.py measures the resident memory with and without). A plan run again after
     this compiles again."""
-    for jitted in (self._run, self._grid_jits[2], self._grid_jits[3]):
+    for jitted in (self._run, *self._grid_jits[2:]):
       jitted.clear_cache()
+    self._pruned_shapes.clear()
     gc.collect()  # the traced modules sit in reference cycles; collect them now, not at some later allocation
 
   def __call__(self, batch: Batch, *, prune_points_fn: PrunePointsFn | None = None,

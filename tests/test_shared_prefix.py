@@ -98,9 +98,38 @@ def test_a_plans_outputs_do_not_depend_on_its_grid(tiny_llava_jax, generator):
     np.testing.assert_array_equal(np.asarray(reversed_pair[1][key]), np.asarray(full[2][key]), err_msg=PLANS[2])
 
 
-# chunks of two as the eval sorts them (first prune layer, then stages): [pool@0:4, visionzip@0:4] share a decode,
-# [divprune@0:10, oracle@1:10+latesim@2:6] do not, [random@3:3, fastv@3:3] do, [none] is alone
+# chunks of two as the eval sorts them (first prune layer, then stages): [pool@0:4, visionzip@0:4] prune to the same
+# shapes at one layer, so they share one stacked continuation and its decode; [divprune@0:10,
+# oracle@1:10+latesim@2:6] share nothing (a multi-stage plan forks alone), [random@3:3, fastv@3:3] stack, [none] is
+# alone
 CHUNKED = [None, "random@3:3", "pool@0:4", "oracle@1:10+latesim@2:6", "visionzip@0:4", "fastv@3:3", "divprune@0:10"]
+
+
+# one-point plans that prune to the same shapes at one layer: one stacked continuation (plan-major rows)
+STACKED = ["latesim@2:7", "random@2:7[seed=1]", "clsattn@2:7", "fastv@2:7", "uniform@2:7"]
+
+
+def test_stacked_continuations_equal_each_plan_alone(tiny_llava_jax):
+  """Plans with one prune point and equal pruned shapes continue as one program of P*B rows (what makes a large
+  grid cheap on small batches), up to `fork_rows` rows at a time: each plan's tokens, kept tokens, logits and
+  kv bytes are bit-identical to its grid of one, and equal to the fused `__call__` as the other grids are."""
+  batch = _batch(4)
+  pruners = [Pruner.build(p, tiny_llava_jax.config) for p in STACKED]
+  generator = Generator(tiny_llava_jax.model, max_new_tokens=3, eos_ids=(), pad_id=0, fork_rows=12)
+  compiles = generator.compiles
+  together = generator.grid(batch, pruners, keep_logits=True)
+  # vision, the prefix to layer 2 (two programs), forks of 3 and 2 plans (12 rows at most), their two decodes
+  assert generator.compiles - compiles == 1 + 2 + 2 + 2
+  assert generator.plan_programs() == (2, 2)
+  for plan, pruner, out in zip(STACKED, pruners, together):
+    alone, = generator.grid(batch, [pruner], keep_logits=True)
+    for key in ("tokens", "logits", "nonfinite", "kv_bytes"):
+      np.testing.assert_array_equal(np.asarray(out[key]), np.asarray(alone[key]), err_msg=f"{plan}: {key}")
+    for x, y in zip(jax.tree.leaves(alone["kept"]), jax.tree.leaves(out["kept"])):
+      np.testing.assert_array_equal(np.asarray(y), np.asarray(x), err_msg=f"{plan}: kept")
+    _assert_same(generator(batch, prune_points_fn=pruner, keep_logits=True), out, plan)
+  kept = [np.asarray(out["kept"].patch) for out in together]
+  assert not all(np.array_equal(kept[0], k) for k in kept[1:])  # the stacked plans kept different tokens
 
 
 def test_chunked_grid_bounds_live_programs(tiny_llava_jax, generator):
@@ -117,16 +146,15 @@ def test_chunked_grid_bounds_live_programs(tiny_llava_jax, generator):
   assert [[job.config for job in chunk] for chunk in chunks] == [
       ["pool@0:4", "visionzip@0:4"], ["divprune@0:10", "oracle@1:10+latesim@2:6"], ["random@3:3", "fastv@3:3"],
       ["none"]]
-  fork, decode = generator._grid_jits[2:]
   live = []
   for chunk in chunks:
     generator.release_plan_programs()
-    assert fork._cache_size() == decode._cache_size() == generator._run._cache_size() == 0
+    assert generator.plan_programs() == (0, 0) and generator._run._cache_size() == 0
     outputs = generator.grid(batch, [job.pruner for job in chunk], keep_logits=True)
-    live.append((fork._cache_size(), decode._cache_size()))
+    live.append(generator.plan_programs())
     for job, out in zip(chunk, outputs):
       _assert_same(alone[job.config], out, job.config)
-  assert live == [(2, 1), (2, 2), (2, 1), (1, 1)]
+  assert live == [(1, 1), (2, 2), (1, 1), (1, 1)]
 
 
 def test_resumed_prefill_matches_one_prefill(tiny_llava_jax):
@@ -232,7 +260,7 @@ def test_eval_chunked_grid_equals_per_plan(tiny_eval_model, eval_data, tmp_path,
 
   def spy_grid(self, batch, fns, **kwargs):
     outputs = grid(self, batch, fns, **kwargs)
-    calls.append((len(fns), batch.ids.shape, self._grid_jits[2]._cache_size()))
+    calls.append((len(fns), batch.ids.shape, self.plan_programs()[0]))
     return outputs
 
   def spy_release(self):

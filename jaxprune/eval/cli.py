@@ -128,6 +128,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                  help="run every plan alone through one fused program (vision tower and prefill again per "
                       "plan) instead of sharing the grid's prefix: the reference path, slower; its answers equal "
                       "the shared path's except where a score or logit tie falls within float noise")
+  p.add_argument("--fork-rows", type=int, default=64,
+                 help="shared path: plans that prune to the same shapes at one layer continue as one program of "
+                      "up to this many rows (plans x batch); lower it if a large model runs out of memory in a grid")
   p.add_argument("--data-dir", default=None, help="where prepared tfds data lives")
   p.add_argument("--datbench-dir", default=None, help="local copy of DatBench's parquet files")
   p.add_argument("--judge", default=None, metavar="MODEL",
@@ -144,7 +147,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     raise EvalError(f"--batch-size {args.batch_size}: must be >= 1")
   if args.limit is not None and args.limit < 1:
     raise EvalError(f"--limit {args.limit}: must be >= 1")
-  for flag in ("max_new_tokens", "bucket"):
+  for flag in ("max_new_tokens", "bucket", "fork_rows"):
     if getattr(args, flag) < 1:
       raise EvalError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 1")
   if args.dtype is not None and args.dtype not in DTYPES:

@@ -32,7 +32,8 @@ class Runner:
   host: Any  # the family's host side: prompts, image preprocessing, padded batches (models/base.py: Family.host)
 
   @classmethod
-  def load(cls, model: str, *, dtype, max_new_tokens: int, bucket: int, batch_size: int, mesh) -> "Runner":
+  def load(cls, model: str, *, dtype, max_new_tokens: int, bucket: int, batch_size: int, mesh,
+           fork_rows: int = 64) -> "Runner":
     loaded = load_model(model, dtype=dtype, mesh=mesh)
     if not loaded.family.is_vlm:
       raise EvalError(f"--model {model}: a {loaded.family.name} model has no vision tower; the eval needs a VLM")
@@ -52,7 +53,7 @@ class Runner:
     except ValueError as e:  # e.g. a checkpoint without the chat template its family needs
       raise EvalError(f"--model {model}: {e}") from None
     generator = Generator(loaded.model, max_new_tokens=max_new_tokens, eos_ids=tuple(sorted(eos)), pad_id=pad,
-                          mesh=mesh)
+                          mesh=mesh, fork_rows=fork_rows)
     return cls(loaded, tokenizer, processor, generator, bucket, batch_size, host)
 
   @property
