@@ -206,6 +206,10 @@ def draw_questions(objects: Sequence[scenes.SceneObject], n: int, rng: np.random
   return out
 
 
+# Tried and dropped: per-cell labels of the nearest object left/right/above/below (a relation question in one hop,
+# read at its anchor). Relation rose only from 57% to 60% (88.5% overall), and the lab stopped discriminating: at
+# layer 0 with 16 tokens `random` 76.9% >= `oracle` 75.9%, `anti-oracle` 67.5% vs the blind floor 31.4%, since a
+# token that also describes its neighbours answers for them. A lab token must describe its own cell only.
 def cell_labels(objects: Sequence[scenes.SceneObject]) -> np.ndarray:
   """int32 [C, 5] per 8-px cell (row-major): colour (0 background, 1..4), shape (0, 1..4), the row and
   column of the centre cell of the object covering it (-1 on background), and 1 on the cell that is its
