@@ -43,6 +43,7 @@ def _one_error_line(capsys, argv, *needles, code=2) -> str:
     (["--max-new-tokens", "0"], "--max-new-tokens 0: must be >= 1"),
     (["--bucket", "0"], "--bucket 0: must be >= 1"),
     (["--bucket", "-8"], "--bucket -8: must be >= 1"),
+    (["--fork-rows", "0"], "--fork-rows 0: must be >= 1"),
     (["--dtype", "float64"], "--dtype float64: not supported"),
     (["--dtype", "int8"], "--dtype int8: not supported"),
     (["--dtype", "float16"], "--dtype float16: not supported on CPU"),
