@@ -98,12 +98,12 @@ def child(mode: str, layers: list[int], keeps: list[int], cap: int, depth: int, 
     for job, out in zip(chunk, gen.grid(batch, [job.pruner for job in chunk])):
       tokens[job.config] = to_host(out["tokens"])
     after_chunk.append(round(memory_mib()["VmRSS"] - base))
-  end = memory_mib()
+  end, (live_forks, live_decodes) = memory_mib(), gen.plan_programs()
   digest = hashlib.sha256(b"".join(tokens[t].tobytes() for t in texts)).hexdigest()[:16]
   return {"mode": mode, "plans": len(texts), "chunks": len(after_chunk), "seconds": round(time.perf_counter() - t0),
           "peak_growth_mib": round(end["VmHWM"] - base), "end_growth_mib": round(end["VmRSS"] - base),
           "rss_growth_after_chunk_mib": after_chunk, "traces": gen.compiles - compiles,
-          "live_forks": gen.plan_programs()[0], "live_decodes": gen.plan_programs()[1], "tokens_sha": digest}
+          "live_forks": live_forks, "live_decodes": live_decodes, "tokens_sha": digest}
 
 
 def main(argv=None) -> None:

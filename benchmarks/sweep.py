@@ -46,7 +46,7 @@ from jaxprune.eval.cli import DEMO_ARGS, parse_args  # noqa: E402
 from jaxprune.eval.grid import build_grid  # noqa: E402
 from jaxprune.eval.loop import MAX_LIVE_PLANS  # noqa: E402
 from jaxprune.eval.runner import Runner, relevant_cells, task_relevance_signals, with_relevance_table  # noqa: E402
-from jaxprune.generate import prefill  # noqa: E402
+from jaxprune.generate import FORK_ROWS, prefill  # noqa: E402
 from jaxprune.prune.methods import METHODS  # noqa: E402
 from jaxprune.prune.pipeline import Pruner  # noqa: E402
 from jaxprune.sharding import to_host  # noqa: E402
@@ -244,7 +244,8 @@ def markdown(result: dict) -> str:
            "Bound = each chunk's shared prefill FLOPs (vision and unpruned prefix rerun per chunk) at the measured "
            "unpruned prefill rate + one unpruned decode per plan (`benchmarks/sweep.py`).", "",
            "| grid | model | plans | items | per-plan (time / FLOPs) | shared (time / FLOPs) | speedup | shared bound "
-           "| shared vs bound | fused vs grid: answers / kept maps differing |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "| shared vs bound | fused vs grid: answers / kept maps differing |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for g in result["grids"]:
     diffs, pairs = g.get("differences", []), g["n_plans"] * g["items"]
     answers = sum(not d["tokens_equal"] for d in diffs)
@@ -271,7 +272,7 @@ def main(argv=None) -> int:
   ap.add_argument("--reps", type=int, default=3)
   ap.add_argument("--max-live-plans", type=int, default=MAX_LIVE_PLANS,
                   help="plans compiled at once (the eval's chunk size); smaller shows the chunked timing on --quick")
-  ap.add_argument("--fork-rows", type=int, default=64,
+  ap.add_argument("--fork-rows", type=int, default=FORK_ROWS,
                   help="rows of one stacked continuation in the grid (plans x batch), as the eval's --fork-rows")
   ap.add_argument("--out", default=str(ROOT / "evals" / "bench"))
   ap.add_argument("--large-model", default=None,

@@ -24,6 +24,9 @@ PrunePointsFn = Callable[[nnx.Module, Tokens, Any], dict[int, PrunePoint]]
 
 Batch = ModelInputs  # a padded batch on the host, as every family's `input_tokens` takes it
 
+# `Generator.grid`: at most this many rows (plans x batch) in one stacked continuation (eval flag --fork-rows)
+FORK_ROWS = 64
+
 
 def bucket_length(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
@@ -122,7 +125,7 @@ class Generator:
   adds one per bucket for the vision side, one per stretch of shared prefix and one decode per cache layout)."""
 
   def __init__(self, model: nnx.Module, *, max_new_tokens: int = 32, eos_ids: Sequence[int] = (),
-               pad_id: int = 0, mesh=None, fork_rows: int = 64):
+               pad_id: int = 0, mesh=None, fork_rows: int = FORK_ROWS):
     self.graphdef, self.state = nnx.split(model)
     self.mesh = mesh  # with a mesh: batch sharded on "data", weights placed by jaxprune.sharding's rules
     if mesh is not None:
@@ -131,7 +134,6 @@ class Generator:
     self.eos_ids = tuple(int(e) for e in eos_ids)
     self.pad_id = pad_id
     self.compiles = 0
-    # `grid` stacks the continuations of plans with the same pruned shapes up to this many rows (plans x batch)
     self.fork_rows = fork_rows
     self._pruned_shapes: dict[tuple, Any] = {}  # (fn, layer, input shapes) -> shapes of its pruned tokens
     self._run = jax.jit(self._generate, static_argnames=("prune_points_fn", "keep_logits"))

@@ -88,6 +88,11 @@ def test_unknown_underscore_flag_is_still_an_error(capsys):
   assert "--not_a_flag" in capsys.readouterr().err
 
 
+def test_fork_rows_default_is_the_generators():
+  from jaxprune.generate import FORK_ROWS  # the CLI keeps a literal so that --help needs no jax
+  assert parse_args(["--model", "some/dir"]).fork_rows == FORK_ROWS
+
+
 def test_model_args_round_trip():
   via_flags = vars(parse_args(["--model", "some/dir", "--dtype", "float32", "--mesh", "data=2,model=1"]))
   text = "pretrained=some/dir,dtype=float32,mesh=data=2,model=1"

@@ -128,7 +128,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                  help="run every plan alone through one fused program (vision tower and prefill again per "
                       "plan) instead of sharing the grid's prefix: the reference path, slower; its answers equal "
                       "the shared path's except where a score or logit tie falls within float noise")
-  p.add_argument("--fork-rows", type=int, default=64,
+  p.add_argument("--fork-rows", type=int, default=64,  # jaxprune.generate.FORK_ROWS (not imported: see above)
                  help="shared path: plans that prune to the same shapes at one layer continue as one program of "
                       "up to this many rows (plans x batch); lower it if a large model runs out of memory in a grid")
   p.add_argument("--data-dir", default=None, help="where prepared tfds data lives")

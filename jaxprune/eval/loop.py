@@ -24,6 +24,7 @@ from jaxprune.eval.records import (SampleLog, bits, blind_drops, check_resume, r
                                    weights_fingerprint)
 from jaxprune.eval.runner import Runner, relevant_cells, task_relevance_signals, with_relevance_table
 from jaxprune.eval.summary import summarise
+from jaxprune.generate import FORK_ROWS
 from jaxprune.inputs import InputError
 from jaxprune.judge import Judge, JudgeError
 from jaxprune.metrics import score_item
@@ -65,9 +66,10 @@ def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plan
   By default the grid shares its prefix (`Generator.grid`): each batch of items is answered by every plan of a
   chunk that still needs it, with the vision tower run once and the decoder once per distinct first prune layer.
   A plan's rows are bit-identical whatever else is in the grid (on CPU; see `Generator.grid`), so one plan
-  evaluated alone (also through `Generator.grid`) gives exactly the rows it gets in any sweep. With --per-plan (and for --blind) each plan runs
-  alone through `Generator.__call__`'s single fused program, the reference path: the same answers except where a
-  score or logit tie falls within float noise (~1e-7; XLA fuses differently across program boundaries).
+  evaluated alone (also through `Generator.grid`) gives exactly the rows it gets in any sweep. With --per-plan
+  (and for --blind) each plan runs alone through `Generator.__call__`'s single fused program, the reference
+  path: the same answers except where a score or logit tie falls within float noise (~1e-7; XLA fuses
+  differently across program boundaries).
   `prefill_ms` always comes from timing each plan's prefill alone.
 
   Memory: jax keeps every compiled program alive, and every plan compiles its own (its fork of the grid, its
@@ -285,7 +287,7 @@ def run(args) -> dict:
     args.batch_size = rounded
   mesh = make_mesh(sizes)
   runner = Runner.load(args.model, dtype=args.dtype, max_new_tokens=args.max_new_tokens, bucket=args.bucket,
-                       batch_size=args.batch_size, mesh=mesh, fork_rows=getattr(args, "fork_rows", 64))
+                       batch_size=args.batch_size, mesh=mesh, fork_rows=getattr(args, "fork_rows", FORK_ROWS))
   # the oracle bounds need every task to know its relevant cells
   task_signals = frozenset.intersection(*(task_relevance_signals(t, runner.config) for t in tasks))
   plans, notes = build_grid(args, runner.config, task_signals)
@@ -327,7 +329,8 @@ def run(args) -> dict:
   grid = runner.config.grid
   results = {"model": args.model, "num_visual": nv, "grid": list(grid) if grid and nv and grid[0] * grid[1] == nv else None,
              "command": "python -m jaxprune.eval " + " ".join(args.argv), "mesh": sizes,
-             # how answers were computed (the same answers either way); prefill_ms always times each plan alone
+             # how answers were computed (per-plan: the fused reference program, equal but for float-noise ties);
+             # prefill_ms always times each plan alone
              "evaluation": "blind" if args.blind else ("per-plan" if getattr(args, "per_plan", False)
                                                        else "shared-prefix"),
              "prefill_ms": "median over timed batches of each plan's prefill run alone (vision tower included)",

@@ -15,7 +15,7 @@ from transformers import AutoImageProcessor, AutoTokenizer
 from jaxprune.convert.hf import load_model
 from jaxprune.data import scenes, shape_mask
 from jaxprune.eval.common import EvalError
-from jaxprune.generate import Generator, prefill, trim_at_eos
+from jaxprune.generate import FORK_ROWS, Generator, prefill, trim_at_eos
 from jaxprune.inputs import InputError, load_image
 
 
@@ -33,7 +33,7 @@ class Runner:
 
   @classmethod
   def load(cls, model: str, *, dtype, max_new_tokens: int, bucket: int, batch_size: int, mesh,
-           fork_rows: int = 64) -> "Runner":
+           fork_rows: int = FORK_ROWS) -> "Runner":
     loaded = load_model(model, dtype=dtype, mesh=mesh)
     if not loaded.family.is_vlm:
       raise EvalError(f"--model {model}: a {loaded.family.name} model has no vision tower; the eval needs a VLM")
