@@ -140,7 +140,8 @@ class Generator:
     self._grid_jits = (jax.jit(self._grid_start),  # the pieces of `grid`
                        jax.jit(self._grid_advance, static_argnames=("to_layer",)),
                        jax.jit(self._grid_fork, static_argnames=("prune_points_fn",)),
-                       jax.jit(self._grid_decode, static_argnames=("keep_logits",), donate_argnames=("cache",)),
+                       jax.jit(self._grid_decode, static_argnames=("keep_logits", "parts"),
+                               donate_argnames=("cache",)),
                        jax.jit(self._grid_fork_stacked, static_argnames=("prune_points_fns",)))
 
   def _generate(self, state, inputs, *, prune_points_fn, keep_logits):
@@ -208,13 +209,20 @@ class Generator:
         decoder, decoding.prefill_advance(decoder, stacked, decoder.config.num_layers, as_pruned))
     return decoder.logits(h[:, -1]), cache, tokens.replace(hidden=None)
 
-  def _grid_decode(self, state, first: jax.Array, cache: KVCache, *, keep_logits):
-    """A fork's greedy decode. Nothing here names the plan: the program is keyed by shapes alone (the cache's kept
-    length per layer), so every plan keeping the same lengths at the same layers (a grid's methods at one layer and
-    budget, the baseline and plans that prune nothing) shares one compiled decode. The cache is donated: the loop
-    updates it in place, as inside `__call__`'s single program."""
+  def _grid_decode(self, state, first: jax.Array, cache: KVCache, kept: Tokens, *, keep_logits, parts):
+    """A fork's greedy decode -> (one output per plan of the fork, as `__call__` gives it; the final cache).
+    `parts` plans share the fork, plan-major rows. Nothing here names the plan: the program is keyed by shapes
+    alone (the cache's kept length per layer, rows per plan), so every plan keeping the same lengths at the same
+    layers (a grid's methods at one layer and budget, the baseline and plans that prune nothing) shares one
+    compiled decode. The rows are split per plan in this program, not by a few small ops per plan afterwards.
+    The cache is donated: the loop updates it in place, as inside `__call__`'s single program."""
     self.compiles += 1
-    return self._decoded(nnx.merge(self.graphdef, state), first, cache, keep_logits)
+    out, cache = self._decoded(nnx.merge(self.graphdef, state), first, cache, keep_logits)
+    out = {**out, "kept": kept, "kv_bytes": out["kv_bytes"] // parts}  # a scalar: each plan's share of the cache
+    rows = first.shape[0] // parts
+    per_plan = tuple(jax.tree.map(lambda x: x if jnp.ndim(x) == 0 else x[n * rows:(n + 1) * rows], out)
+                     for n in range(parts))
+    return per_plan, cache  # the final cache reuses the donated buffers (the caller drops it)
 
   def grid(self, batch: Batch, prune_points_fns: Sequence[PrunePointsFn | None], *,
            keep_logits: bool = False) -> list[dict]:
@@ -281,19 +289,16 @@ class Generator:
       for (kind, _), indices in stacks.items():
         if kind == "alone":  # the baseline, plans that prune nothing, multi-stage plans
           first, cache, kept = fork(self.state, prefix, vision, prune_points_fn=prune_points_fns[indices[0]])
-          out, _ = decode(self.state, first, cache, keep_logits=keep_logits)  # the fork's cache is consumed here
-          outputs[indices[0]] = {**out, "kept": kept}
+          # the fork's cache is consumed here
+          (outputs[indices[0]],), _ = decode(self.state, first, cache, kept, keep_logits=keep_logits, parts=1)
           continue
         for lo in range(0, len(indices), per_stack):
           part = indices[lo:lo + per_stack]
           first, cache, kept = fork_stacked(self.state, prefix, vision,
                                             prune_points_fns=tuple(prune_points_fns[i] for i in part))
-          out, _ = decode(self.state, first, cache, keep_logits=keep_logits)
-          for n, index in enumerate(part):  # plan n's rows are n*B .. (n+1)*B-1
-            rows = slice(n * batch.size, (n + 1) * batch.size)
-            outputs[index] = {"tokens": out["tokens"][rows], "kept": jax.tree.map(lambda x: x[rows], kept),
-                              "logits": None if out["logits"] is None else out["logits"][rows],
-                              "nonfinite": out["nonfinite"][rows], "kv_bytes": out["kv_bytes"] // len(part)}
+          outs, _ = decode(self.state, first, cache, kept, keep_logits=keep_logits, parts=len(part))
+          for index, out in zip(part, outs):
+            outputs[index] = out
     return outputs
 
   def _pruned_shapes_of(self, fn: PrunePointsFn, model, prefix: decoding.PrefillState, vision) -> Any:

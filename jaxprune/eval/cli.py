@@ -121,7 +121,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   p.add_argument("--seed", type=int, default=0, help="seed of the `random` method and the bootstrap")
   p.add_argument("--max-new-tokens", type=int, default=16)
   p.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: as stored / bfloat16)")
-  p.add_argument("--bucket", type=int, default=64, help="prompt lengths are padded to a multiple of this")
+  p.add_argument("--bucket", type=int, default=64,
+                 help="prompt lengths are padded to a multiple of this (fewer compiles; a pruned continuation "
+                      "keeps the padding, so short fixed-length prompts prune faster at 16)")
   p.add_argument("--time-batches", type=int, default=3,
                  help="batches per config whose prefill is timed (each plan alone, on either path)")
   p.add_argument("--per-plan", action="store_true",
