@@ -20,7 +20,8 @@ TINY = dict(vision_hidden=32, vision_layers_used=1, text_hidden=32, text_layers=
 TRAIN_FLAGS = ["--steps", "40", "--warmup-steps", "4", "--lr", "3e-3", "--vision-pretrain-steps", "40",
                "--train-images", "16", "--test-images", "4", "--batch-size", "16", "--text-hidden", "32",
                "--text-layers", "2", "--vision-hidden", "32", "--vision-layers", "1", "--questions-per-image", "4",
-               "--grow-from-layers", "1", "--grow-steps", "20"]  # 20 steps of 1 layer, grown to 2, 40 more
+               "--grow-from-layers", "1", "--grow-steps", "20",  # 20 steps of 1 layer, grown to 2, 40 more
+               "--neighbour-layer", "0"]  # the probe reads the 1-layer decoder's only layer (layer 0 once grown)
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +135,104 @@ def test_relevant_cells_are_the_referenced_objects_and_the_curriculum_adds_distr
   assert (arrays["visual_keep"].sum(1) == len(arrays["prefix"])).any()
 
 
+def test_evidence_first_drops_keep_one_questions_cells_first(tiny, tokenizer):
+  """`evidence_drop_prob` images keep k visual tokens with one of their questions' referenced cells first; the
+  rest keep all or a uniform random k; every question stays trained on."""
+  recipe, cfg, split = tiny
+  recipe = dataclasses.replace(recipe, visual_drop_prob=0.0, evidence_drop_prob=1.0)
+  batches = recipe_mod.Batches(split, recipe, tokenizer.pad_token_id, cfg.image_token_id)
+  partial = 0
+  for _ in range(4):
+    arrays, rows = batches.next()
+    keep = arrays["visual_keep"][:, batches.visual_slots]  # [Bi, 144]
+    evidence = split.relevant[rows].reshape(len(keep), -1, 144)  # [Bi, Q, 144]
+    k = keep.sum(1)
+    assert (k >= 16).all() and arrays["target"].any(axis=1).all()
+    first = (keep[:, None] & evidence).sum(2) == np.minimum(evidence.sum(2), k[:, None])  # [Bi, Q]
+    assert first.any(axis=1).all()  # some question's cells all kept, or the first k of them
+    partial += int((k < evidence.max(1).sum(1)).sum())
+  arrays, _ = recipe_mod.Batches(split, dataclasses.replace(recipe, evidence_drop_prob=0.0), tokenizer.pad_token_id,
+                                 cfg.image_token_id).next()
+  assert arrays["visual_keep"].all()  # neither share: whole images
+
+
+def _neighbour_reference(objects, cell):
+  """Naive: the object with the most pixels in `cell`, then per direction the closest object whose box overlaps
+  its row (left) / column (above) band and lies beyond it."""
+  r, c = divmod(cell, 12)
+  pixels = [scenes.object_mask(o)[8 * r:8 * r + 8, 8 * c:8 * c + 8].sum() for o in objects]
+  if max(pixels) == 0:
+    return [-1] * 4
+  a = objects[int(np.argmax(pixels))]
+  out = []
+  for dx, dy in ((-1, 0), (0, -1)):  # left, above
+    best = None
+    for o in objects:
+      ahead = dx * (o.x - a.x) + dy * (o.y - a.y)  # > 0: beyond, in that direction
+      off = abs(o.y - a.y) if dy == 0 else abs(o.x - a.x)
+      if o is not a and ahead > 0 and off < a.half + o.half and (best is None or ahead < best[0]):
+        best = (ahead, o)
+    out += [0, 0] if best is None else [list(scenes.COLOURS).index(best[1].colour) + 1,
+                                        scenes.SHAPES.index(best[1].shape) + 1]
+  return out
+
+
+def test_neighbour_labels_match_a_naive_reference_and_answer_relations():
+  asked = 0
+  for i in range(12):
+    scene, _ = scenes.make_scene("train", i)
+    labels = recipe_mod.neighbour_labels(scene.objects)  # [144, 4]
+    for cell in range(144):
+      assert list(labels[cell]) == _neighbour_reference(scene.objects, cell), (i, cell)
+    owner = recipe_mod.cell_owners(scene.objects)
+    for question, answer, (a, t) in recipe_mod.candidate_questions(scene.objects, ("relation",),
+                                                                     with_referenced=True)["relation"]:
+      anchor = next(j for j in (a, t) if f"the {scene.objects[j].colour} {scene.objects[j].shape}?" in question)
+      target = t if anchor == a else a
+      if " left of " in question or " above " in question:  # one lookup at the anchor's own cells
+        col = 0 if " left of " in question else 2
+        o = scene.objects[target]
+        assert (labels[owner == anchor, col:col + 2] == [list(scenes.COLOURS).index(o.colour) + 1,
+                                                        scenes.SHAPES.index(o.shape) + 1]).all(), question
+        asked += 1
+  assert asked >= 5
+
+
+def test_the_neighbour_probe_trains_on_whole_images_only(tiny, tokenizer):
+  """weight 0 == the answer loss; the probe and the decoder get its gradient; labels of an image with a dropped
+  token change nothing."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from jaxprune.models.llava import Llava
+  recipe, cfg, split = tiny
+  recipe = dataclasses.replace(recipe, neighbour_weight=1.0, visual_drop_prob=0.5)
+  model = Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  probe = recipe_mod.neighbour_probe(cfg.text.hidden_size, 1)
+  batches = recipe_mod.Batches(split, recipe, tokenizer.pad_token_id, cfg.image_token_id)
+  arrays, _ = batches.next()
+  while arrays["visual_keep"].all(axis=1).all() or not arrays["visual_keep"].all(axis=1).any():
+    arrays, _ = batches.next()  # one batch with a whole image and a dropped one
+  batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+  answer, _ = base.loss_fn(model, batch)
+  with_probe, _ = recipe_mod.neighbour_objective(model, probe, batch, layer=1, weight=1.0)
+  without, _ = recipe_mod.neighbour_objective(model, probe, batch, layer=1, weight=0.0)
+  assert float(without) == pytest.approx(float(answer), rel=1e-6) and float(with_probe) > float(answer) + 0.1
+  dropped = np.flatnonzero(~arrays["visual_keep"].all(axis=1))
+  changed = np.array(arrays["neighbours"])
+  changed[dropped] = (changed[dropped] + 1) % 5 * (changed[dropped] >= 0) - (changed[dropped] < 0)
+  other, _ = recipe_mod.neighbour_objective(model, probe, {**batch, "neighbours": jnp.asarray(changed)}, layer=1,
+                                            weight=1.0)
+  assert float(other) == pytest.approx(float(with_probe), rel=1e-6)
+  model_grads, probe_grads = nnx.grad(lambda m, p: recipe_mod.neighbour_objective(m, p, batch, layer=0, weight=1.0)[0],
+                                      argnums=(0, 1))(model, probe)
+  plain = nnx.grad(lambda m: base.loss_fn(m, batch)[0])(model)
+  down = lambda g, i: np.asarray(g.language_model.layers[i].mlp.down_proj.kernel[...])
+  assert np.abs(np.asarray(probe_grads.out.kernel[...])).max() > 1e-3
+  assert np.abs(down(model_grads, 0) - down(plain, 0)).max() > 1e-4  # the probe reads layer 0's output ...
+  np.testing.assert_allclose(down(model_grads, 1), down(plain, 1), atol=1e-7)  # ... and nothing after it
+
+
 def test_pixels_are_the_image_processors(tiny):
   from jaxprune.data import common
   _, _, split = tiny
@@ -203,8 +302,10 @@ def test_a_few_steps_reduce_the_loss(trained):
   stage1 = summary["stage1_losses"]  # [(step, loss)] every 20 steps
   assert len(stage1) == 2 and stage1[-1][1] < stage1[0][1], stage1
   assert set(summary["stage1_test_cells"]) == {"colour", "shape", "centre row", "centre col", "centre"}
-  losses = [loss for _, loss in summary["losses"]]  # stage 2, every 10 steps
-  assert len(losses) == 4 and np.mean(losses[-2:]) < 0.7 * losses[0], losses
+  losses = [loss for _, loss in summary["losses"]]  # stage 2, every 10 steps: the answers' + the probe's
+  assert len(losses) == 4 and np.mean(losses[-2:]) < losses[0], losses
+  answers = np.nanmean(list(summary["answer_losses"].values()), axis=0)  # [4] the answers' alone, mean per type
+  assert np.mean(answers[-2:]) < 0.7 * answers[0], summary["answer_losses"]
   assert summary["steps"] == 40 and summary["steps_per_second"] > 0
   assert summary["grow_steps"] == 20 and len(summary["grow_losses"]) == 2  # the 1-layer decoder's 20 steps
 
@@ -235,6 +336,9 @@ def test_cli_writes_a_checkpoint_the_eval_path_answers_with(trained, runner, tok
     (["--grow-from-layers", "12"], "--grow-from-layers must lie in [1, --text-layers 12)"),
     (["--grow-from-layers", "3", "--grow-steps", "0"], "needs --grow-steps >= 1"),
     (["--visual-drop-prob", "1.5"], "--visual-drop-prob must lie in [0, 1]"),
+    (["--visual-drop-prob", "0.9", "--evidence-drop-prob", "0.2"], "--evidence-drop-prob must lie in [0, 1 -"),
+    (["--neighbour-weight", "-1"], "--neighbour-weight must be >= 0"),
+    (["--grow-from-layers", "3", "--neighbour-layer", "3"], "--neighbour-layer must lie in [0, 3)"),
     (["--steps", "5", "--minutes", "3"], "not allowed with argument"),
     (["--text-layers", "many"], "invalid int value: 'many'"),
     (["--min-visual-keep", "200"], "exceeds the 144 visual tokens"),

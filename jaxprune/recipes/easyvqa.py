@@ -397,7 +397,7 @@ def answer_loss(lm, tokens, ids, target):
   return token_losses(lm, h, ids, target)
 
 
-def shared_prefix_loss(model, prefix, features, image_of, ids, valid, target, visual_keep=None):
+def shared_prefix_loss(model, prefix, features, image_of, ids, valid, target, visual_keep=None, tap_layer=None):
   """Per-question losses, computing each image's prefix once: identical to running every full sequence.
 
   prefix [P] token ids shared by all questions, features [Bi, Nv, D] each image's visual tokens (projector
@@ -410,6 +410,9 @@ def shared_prefix_loss(model, prefix, features, image_of, ids, valid, target, vi
   visual_keep [Bi, P] bool (optional; True on every text token): train on visual tokens dropped before the LLM,
   as K = 0 pruning runs them. Dropped tokens are masked out as keys and the rest renumbered contiguously,
   which equals removing them from the sequence.
+
+  tap_layer (optional): also return the prefix's hidden states [Bi, P, D] after that decoder layer (for an
+  auxiliary loss on the visual tokens): -> (per_seq, count, tapped) instead of (per_seq, count).
   """
   import jax.numpy as jnp
   from jaxprune.models.llama import rope_inverse_frequencies, rope_tables
@@ -437,32 +440,37 @@ def shared_prefix_loss(model, prefix, features, image_of, ids, valid, target, vi
     mask_s = jnp.concatenate([jnp.broadcast_to(visual_keep[image_of][:, None, None, :], (b, 1, s, p)), causal_s],
                              axis=-1)
   pad = ((0, 0), (0, s), (0, 0), (0, 0))
-  for layer in lm.layers:
+  tapped = None
+  for i, layer in enumerate(lm.layers):
     xp_next, (kp, vp), _ = layer(xp, cos_p, sin_p, mask_p)  # kp/vp [Bi, P, G, Dh], post-RoPE
     cache = (jnp.pad(kp[image_of], pad), jnp.pad(vp[image_of], pad))  # [B, P+S, G, Dh]
     xs, _, _ = layer(xs, cos_s, sin_s, mask_s, cache, p)  # writes the suffix K/V at slots P.., attends to all
     xp = xp_next
-  return token_losses(lm, lm.norm(xs), ids, target)
+    if i == tap_layer:
+      tapped = xp  # [Bi, P, D]
+  losses = token_losses(lm, lm.norm(xs), ids, target)
+  return losses if tap_layer is None else (*losses, tapped)
 
 
-def loss_fn(model, batch: dict):
+def loss_fn(model, batch: dict, *, tap_layer: int | None = None):
   """Mean cross-entropy over every answer + EOS token of the image and the blind sequences.
 
   Aux: per image-question mean cross-entropy [B], for the per-family progress display.
+  tap_layer: also return the image prefix's hidden states [Bi, P, D] after that decoder layer (a third output).
   """
   import jax.numpy as jnp
   if "tower_states" in batch:  # frozen tower: its states were computed once
     features = model.projector(batch["tower_states"])  # [Bi, Nv, D]
   else:
     features = model.encode_images(batch["pixels"]).features
-  per_seq, count = shared_prefix_loss(model, batch["prefix"], features, batch["image_of"], batch["ids"],
-                                      batch["valid"], batch["target"], batch.get("visual_keep"))
+  per_seq, count, *tapped = shared_prefix_loss(model, batch["prefix"], features, batch["image_of"], batch["ids"],
+                                               batch["valid"], batch["target"], batch.get("visual_keep"), tap_layer)
   total, n = jnp.sum(per_seq), jnp.sum(count)
   if batch["blind_ids"].shape[0]:
     blind, _ = model.input_tokens(ModelInputs(ids=batch["blind_ids"], valid=batch["blind_valid"]))
     t, c = answer_loss(model.language_model, blind, batch["blind_ids"], batch["blind_target"])
     total, n = total + jnp.sum(t), n + jnp.sum(c)
-  return total / jnp.maximum(n, 1), per_seq / jnp.maximum(count, 1)
+  return (total / jnp.maximum(n, 1), per_seq / jnp.maximum(count, 1), *tapped)
 
 
 def check_shared_prefix(model, split: Split, pad_id: int, n: int = 6, tol: float = 1e-4) -> float:
@@ -617,11 +625,13 @@ def make_optimizer(recipe: Recipe, *, lr: float | None = None, steps: int | None
 
 
 def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 10,
-          batches: Batches | None = None) -> dict[str, Any]:
+          batches: Batches | None = None, probe=None, objective=None) -> dict[str, Any]:
   """Train `model` in place on `split`; -> {"losses": [(step, loss)], "seconds": float, "seq_len": L,
   "steps_per_second" (after the first log, so without compiling)}.
 
   batches: another task's batch source (with its frozen tower's states when `recipe.freeze_vision`).
+  probe, objective: a training-only module trained with the model (never exported), and the loss
+  `objective(model, probe, batch) -> (loss, per_seq)` that uses it; without them, `loss_fn`.
   """
   import jax
   import optax
@@ -635,16 +645,22 @@ def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 
       batches = Batches(split, recipe, pad_id, states=tower_states(model, split.pixels))
       print(f"frozen tower: states of {len(split.pixels)} images x 2 orientations "
             f"({batches.states.nbytes / 2**20:.0f} MB, {time.perf_counter() - start:.0f}s)", flush=True)
-    graphdef, frozen, params = nnx.split(model, nnx.PathContains("vision_tower"), ...)
   else:
     batches = batches or Batches(split, recipe, pad_id)
-    graphdef, frozen, params = nnx.split(model, nnx.Nothing(), ...)  # nothing frozen
+  trained = model if probe is None else (model, probe)
+  objective = objective or (lambda m, _, batch: loss_fn(m, batch))
+  frozen_filter = nnx.PathContains("vision_tower") if recipe.freeze_vision else nnx.Nothing()
+  graphdef, frozen, params = nnx.split(trained, frozen_filter, ...)
   tx = make_optimizer(recipe)
   opt_state = tx.init(params)
 
+  def objective_of(p, frozen, batch):
+    merged = nnx.merge(graphdef, frozen, p)
+    return objective(merged, None, batch) if probe is None else objective(*merged, batch)
+
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def step(params, opt_state, frozen, batch):
-    grad_fn = jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, frozen, p), batch), has_aux=True)
+    grad_fn = jax.value_and_grad(lambda p: objective_of(p, frozen, batch), has_aux=True)
     (loss, per_seq), grads = grad_fn(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, per_seq
@@ -675,7 +691,10 @@ def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 
       bar.set_postfix(loss=f"{losses[-1][1]:.3f}", **{k: f"{v:.3f}" for k, v in recent.items()}, refresh=False)
   jax.block_until_ready(params)
   end = time.perf_counter()
-  nnx.update(model, params)
+  if probe is None:
+    nnx.update(model, params)
+  else:  # nnx.update cannot walk the tuple itself
+    nnx.update(model, params[0]), nnx.update(probe, params[1])
   rate = (recipe.steps - first_log[0]) / (end - first_log[1]) if first_log and recipe.steps > first_log[0] else None
   return {"losses": losses, "family_losses": family_losses, "seconds": end - start, "seq_len": batches.seq_len,
           "steps_per_second": rate}

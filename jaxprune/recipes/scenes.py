@@ -30,7 +30,19 @@ Random visual-token dropping (`visual_drop_prob`): that share of the training im
 144 tokens (k uniform in [min_visual_keep, 144]), dropped before the LLM and renumbered exactly as K = 0
 pruning does. The decoder then has seen short visual prefixes (16 kept tokens is 11% of the sequence it
 otherwise knows) and images whose evidence is gone, where the only right move is the language prior: what
-`oracle` and `anti-oracle` at 16 tokens ask of it.
+`oracle` and `anti-oracle` at 16 tokens ask of it. Uniform drops alone leave a shortcut: the share of kept
+cells that are blue, times 144, estimates "how many blue shapes" without bias, and a model that counts that
+way over-counts whenever the kept set favours the evidence (oracle@0:16 counted at chance, one too many, in
+session 12's model). So another `evidence_drop_prob` of the images keeps the same k with one random question's
+referenced cells first (k drawn without looking at the evidence, so the sequence length says nothing).
+Relations in one lookup (`neighbour_weight`). A relation question takes two hops at the text
+positions: find the anchor, then the object on its row or column beyond it, by comparing positions; in the CPU
+budget the decoder never learnt the second hop (relation 53-60% whatever the run; with only the anchor and target
+kept, 94%). The visual tokens can do the geometry themselves, question-blind: the objects left of and above a
+token's object come earlier in the raster order, so causal attention reaches them. An auxiliary linear probe on
+the visual tokens' states after one decoder layer (training only, whole images only) asks for the colour and shape
+of those two neighbours (`neighbour_labels`); then "left of A" reads A's label and "right of A" finds the object
+whose label is A. It lives in the decoder, after any K = 0 pruning, so it leaks nothing into the tower's tokens.
 More questions per image: each training scene carries its generated question (answer-balanced, with
 distractors) plus `questions_per_image - 1` more about the same scene, answered by the task's reference solver
 (`scenes.solve`); the image prefix (148 of ~165 tokens) then runs once for several questions. The drawn
@@ -95,7 +107,16 @@ class Recipe(base.Recipe):
   train_images: int = 16000  # training scenes (items 0.. of the train split)
   visual_drop_prob: float = 0.3  # share of training images that keep only a random subset of visual tokens
   min_visual_keep: int = 16
+  # share of training images that keep a random k with one question's evidence first (see `visual_keep`): under
+  # uniform drops alone the share of kept cells of a colour estimates a count, which over-counts any kept set that
+  # favours the evidence (oracle's, or a good method's)
+  evidence_drop_prob: float = 0.2
   focus_fraction: float = 0.0  # share of stage-2 steps under the distractor curriculum (0: none; see visual_keep)
+  # weight of an auxiliary loss: a linear probe on the visual tokens' states after decoder layer `neighbour_layer`
+  # (of the shallow decoder when growing; after growing, where that layer went) predicts `neighbour_labels`, on
+  # whole images only (0: none). Training only; the probe is not exported. It took relation from 53-60% to 80%.
+  neighbour_weight: float = 0.5
+  neighbour_layer: int = 1
   grow_from_layers: int = 3  # stage 2 first trains a decoder this deep, then grows it to text_layers (0: no growing)
   grow_steps: int = 8000  # stage-2 steps of the shallow decoder (with --minutes: set from grow_fraction of the time)
   grow_fraction: float = 0.75  # share of stage 2's time spent on the shallow decoder under --minutes
@@ -206,18 +227,50 @@ def draw_questions(objects: Sequence[scenes.SceneObject], n: int, rng: np.random
   return out
 
 
+def cell_owners(objects: Sequence[scenes.SceneObject]) -> np.ndarray:
+  """int [C]: the object covering each 8-px cell (row-major), -1 on background; a cell touched by two objects
+  belongs to the one with more pixels in it."""
+  counts = np.stack([scenes.object_mask(o).reshape(GRID, PATCH_SIZE, GRID, PATCH_SIZE).sum((1, 3)).ravel()
+                     for o in objects])  # [objects, C]
+  return np.where(counts.max(0) > 0, counts.argmax(0), -1)
+
+
+NEIGHBOUR_RELATIONS = ("left of", "above")  # the two whose objects come earlier in the raster order
+
+
+def neighbour_labels(objects: Sequence[scenes.SceneObject]) -> np.ndarray:
+  """int32 [C, 4] per 8-px cell: the colour and shape (1..4; 0: none) of the nearest object left of the cell's
+  object, then of the nearest one above it, in the task's sense (`scenes.in_relation`); -1 on background.
+
+  Targets of the decoder's auxiliary probe (`neighbour_weight`), never of the tower: with them a visual token
+  in the decoder says what lies left of / above its object, and every relation question becomes one lookup
+  ("left of A": A's left label; "right of A": the object whose left label is A; `in_relation` is symmetric).
+  Both neighbours precede the token in the raster order, so causal attention over the image can find them."""
+  owner = cell_owners(objects)
+  labels = np.full((GRID * GRID, 2 * len(NEIGHBOUR_RELATIONS)), -1, np.int32)
+  for i, obj in enumerate(objects):
+    row = []
+    for relation in NEIGHBOUR_RELATIONS:
+      beyond = [(scenes.relation_offsets(obj, o, relation)[0], o) for j, o in enumerate(objects)
+                if j != i and scenes.in_relation(obj, o, relation)]
+      nearest = min(beyond, key=lambda t: t[0])[1] if beyond else None
+      row += [0, 0] if nearest is None else [list(scenes.COLOURS).index(nearest.colour) + 1,
+                                             scenes.SHAPES.index(nearest.shape) + 1]
+    labels[owner == i] = row
+  return labels
+
+
 # Tried and dropped: per-cell labels of the nearest object left/right/above/below (a relation question in one hop,
 # read at its anchor). Relation rose only from 57% to 60% (88.5% overall), and the lab stopped discriminating: at
 # layer 0 with 16 tokens `random` 76.9% >= `oracle` 75.9%, `anti-oracle` 67.5% vs the blind floor 31.4%, since a
-# token that also describes its neighbours answers for them. A lab token must describe its own cell only.
+# token that also describes its neighbours answers for them. A lab token must describe its own cell only: the
+# tower's. In the decoder, after K = 0 pruning, neighbour labels leak nothing (`neighbour_labels`).
 def cell_labels(objects: Sequence[scenes.SceneObject]) -> np.ndarray:
   """int32 [C, 5] per 8-px cell (row-major): colour (0 background, 1..4), shape (0, 1..4), the row and
   column of the centre cell of the object covering it (-1 on background), and 1 on the cell that is its
   object's centre (0 elsewhere: one flag per object, what counting counts). A cell touched by two objects
   belongs to the one with more pixels in it."""
-  counts = np.stack([scenes.object_mask(o).reshape(GRID, PATCH_SIZE, GRID, PATCH_SIZE).sum((1, 3)).ravel()
-                     for o in objects])  # [objects, C]
-  owner = np.where(counts.max(0) > 0, counts.argmax(0), -1)  # [C]
+  owner = cell_owners(objects)  # [C]
   colour = np.array([list(scenes.COLOURS).index(o.colour) + 1 for o in objects])
   shape = np.array([scenes.SHAPES.index(o.shape) + 1 for o in objects])
   centre = np.array([[min(int(o.y // PATCH_SIZE), GRID - 1), min(int(o.x // PATCH_SIZE), GRID - 1)] for o in objects])
@@ -235,10 +288,12 @@ def cell_labels(objects: Sequence[scenes.SceneObject]) -> np.ndarray:
 
 @dataclasses.dataclass
 class ScenesSplit(base.Split):
-  """`base.Split` + per-image cell labels [I, C, 4] (stage 1), which questions are the generated ones, and the
-  cells of each question's referenced objects (the distractor curriculum)."""
+  """`base.Split` + per-image cell labels [I, C, 5] (stage 1), which questions are the generated ones, the
+  cells of each question's referenced objects (the distractor curriculum, evidence-first drops) and per-image
+  neighbour labels [I, C, 4] (the decoder's auxiliary probe)."""
 
   cells: np.ndarray | None = None
+  neighbours: np.ndarray | None = None
   generated: np.ndarray | None = None  # [N] bool: the item's own question (vs one drawn by `draw_questions`)
   relevant: np.ndarray | None = None  # [N, C] bool: cells covered by the question's referenced objects
 
@@ -253,11 +308,13 @@ def load_split(split: str, num_images: int, tokenizer, cfg, *, questions_per_ima
   rng = np.random.default_rng([seed, 7, scenes._SPLIT_CODES[split]])
   images = np.empty((num_images, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
   cells = np.empty((num_images, GRID * GRID, 5), np.int32)
+  neighbours = np.empty((num_images, GRID * GRID, 2 * len(NEIGHBOUR_RELATIONS)), np.int32)
   kinds, questions, answers, index, generated, relevant = [], [], [], [], [], []
   for i in range(num_images):
     scene, item_rng = scenes.make_scene(split, i)
     images[i], _ = scenes.render(scene, item_rng)  # same pixels as the item's PNG
     cells[i] = cell_labels(scene.objects)
+    neighbours[i] = neighbour_labels(scene.objects)
     object_cells = [scenes.relevant_cells(scenes.object_mask(o), GRID) for o in scene.objects]  # [objects][C]
     drawn = draw_questions(scene.objects, questions_per_image - 1, rng, question_mix) if questions_per_image > 1 else []
     own = (scene.question_type, scene.question, scene.answer, scene.referenced)
@@ -277,7 +334,8 @@ def load_split(split: str, num_images: int, tokenizer, cfg, *, questions_per_ima
     answer_of.setdefault(a, tokenizer.encode(a, add_special_tokens=False) + [tokenizer.eos_token_id])
   return ScenesSplit(questions, answers, kinds, [prompt_of[q] for q in questions], [blind_of[q] for q in questions],
                      [answer_of[a] for a in answers], np.asarray(index, np.int32), clip_pixels(images),
-                     cells=cells, generated=np.asarray(generated), relevant=np.asarray(relevant, bool))
+                     cells=cells, neighbours=neighbours, generated=np.asarray(generated),
+                     relevant=np.asarray(relevant, bool))
 
 
 class Batches(base.Batches):
@@ -299,8 +357,9 @@ class Batches(base.Batches):
   def focusing(self) -> bool:
     return self.step < self.focus_steps and self.split.relevant is not None
 
-  def visual_keep(self, n_images: int, rows: np.ndarray) -> np.ndarray:
-    """[Bi, P] bool. Distractor curriculum (`focusing`): every image keeps exactly k visual tokens, k growing
+  def visual_keep(self, n_images: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """-> (keep [Bi, P] bool, keyed [Bi]: the question slot whose evidence was kept first, -1 if none).
+    Distractor curriculum (`focusing`): every image keeps exactly k visual tokens, k growing
     from min_visual_keep to all of them over the curriculum: its first question's referenced cells first (only
     that question is trained on, `next`), then random others. So training starts with the evidence among few
     distractors (reading it needs little search) and ends with the whole image. The count is the same for
@@ -308,9 +367,13 @@ class Batches(base.Batches):
     the decoder the answer through the positions of the text after the image ("is there ...? no" items name
     fewer cells), which it learns instead of reading the image. An option, not the default: it has not been
     shown to make the 12-layer decoder learn in the CPU budget. Then: `visual_drop_prob` of the images keep a
-    random min_visual_keep..Nv of their visual tokens. `rows`: the batch's question rows, image-major."""
+    random min_visual_keep..Nv of their visual tokens, and `evidence_drop_prob` of them keep as many (k drawn the
+    same way) with one random question's referenced cells first (one kept set serves the image's questions, so
+    a given question's cells come first in 1 in `questions_per_image` of them); every question is trained on.
+    `rows`: the batch's question rows, image-major."""
     r, rng = self.recipe, self.rng
     keep = np.ones((n_images, len(self.prefix)), bool)
+    keyed = np.full(n_images, -1)
     nv = len(self.visual_slots)
     if self.focusing:
       lo = min(r.min_visual_keep, nv)
@@ -320,11 +383,19 @@ class Batches(base.Batches):
       kept = np.zeros((n_images, nv), bool)
       np.put_along_axis(kept, np.argsort(-priority, axis=1)[:, :k], True, axis=1)
       keep[:, self.visual_slots] = kept
-      return keep
-    for row in np.flatnonzero(rng.random(n_images) < r.visual_drop_prob):
-      k = int(rng.integers(min(r.min_visual_keep, nv), nv + 1))
-      keep[row, self.visual_slots[rng.permutation(nv)[k:]]] = False
-    return keep
+      return keep, np.zeros(n_images, int)
+    draw = rng.random(n_images)
+    for row in np.flatnonzero(draw < r.visual_drop_prob + r.evidence_drop_prob):
+      k = int(rng.integers(min(r.min_visual_keep, nv), nv + 1))  # never depends on the evidence (see above)
+      if draw[row] < r.visual_drop_prob:  # uniform: a random k
+        keep[row, self.visual_slots[rng.permutation(nv)[k:]]] = False
+        continue
+      # evidence first: one of the image's questions (at random) keeps its referenced cells, then random others
+      keyed[row] = rng.integers(r.questions_per_image)
+      evidence = self.split.relevant[rows].reshape(n_images, -1, nv)[row, keyed[row]]
+      priority = rng.random(nv) + evidence  # [Nv]
+      keep[row, self.visual_slots[np.argsort(-priority)[k:]]] = False
+    return keep, keyed
 
   def next(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
     r, rng = self.recipe, self.rng
@@ -336,15 +407,48 @@ class Batches(base.Batches):
     blind = rng.choice(self.generated_rows, r.blind_per_step)
     vision = ({"pixels": self.split.pixels[images]} if self.states is None
               else {"tower_states": self.states[0, images]})  # [Bi, Nv, Dv]
-    arrays = {"prefix": self.prefix, **vision, "visual_keep": self.visual_keep(len(images), rows),
+    keep, keyed = self.visual_keep(len(images), rows)
+    arrays = {"prefix": self.prefix, **vision, "visual_keep": keep,
               "image_of": np.repeat(np.arange(len(images), dtype=np.int32), r.questions_per_image),
               "ids": self.ids[rows], "valid": self.valid[rows], "target": self.target[rows].copy(),
               "blind_ids": self.blind[0][blind], "blind_valid": self.blind[1][blind],
               "blind_target": self.blind[2][blind]}
-    if self.focusing:  # only each image's first question: the others' evidence may be masked out
-      arrays["target"][np.arange(len(rows)) % r.questions_per_image != 0] = False
+    if r.neighbour_weight > 0:
+      arrays["neighbours"] = self.split.neighbours[images]  # [Bi, Nv, 4]
+    if self.focusing:  # only each image's keyed (first) question: the others' evidence may be masked out
+      slot = np.arange(len(rows)) % r.questions_per_image  # [B]
+      arrays["target"][slot != np.repeat(keyed, r.questions_per_image)] = False
     self.step += 1
     return arrays, rows
+
+
+def neighbour_probe(width: int, seed: int):
+  """The training-only linear probe of `neighbour_labels`: [..., D] -> logits [..., 4, 5]."""
+  from flax import nnx
+
+  class NeighbourProbe(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+      self.out = nnx.Linear(width, 2 * len(NEIGHBOUR_RELATIONS) * 5, rngs=rngs)
+
+    def __call__(self, hidden):
+      return self.out(hidden).reshape(*hidden.shape[:-1], 2 * len(NEIGHBOUR_RELATIONS), 5)
+
+  return NeighbourProbe(nnx.Rngs(seed))
+
+
+def neighbour_objective(model, probe, batch: dict, *, layer: int, weight: float):
+  """The answer loss (`base.loss_fn`) + `weight` x the probe's mean cross-entropy on the object cells of whole
+  images (a dropped token may be a neighbour). -> (loss, per-question losses [B])."""
+  import jax.numpy as jnp
+  import optax
+  loss, per_seq, tapped = base.loss_fn(model, batch, tap_layer=layer)  # tapped [Bi, P, D]
+  labels = batch["neighbours"]  # [Bi, Nv, 4]
+  slots = jnp.nonzero(batch["prefix"] == model.config.image_token_id, size=labels.shape[1])[0]  # [Nv]
+  logits = probe(tapped[:, slots])  # [Bi, Nv, 4, 5]
+  whole = batch["visual_keep"].all(axis=1) if "visual_keep" in batch else jnp.ones(labels.shape[0], bool)  # [Bi]
+  mask = (labels >= 0) & whole[:, None, None]
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+  return loss + weight * jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1), per_seq
 
 
 # ---------------------------------------------------------------------------------- stage 1: tower
@@ -461,8 +565,11 @@ questions). Stage 1
 (background included) and the object's centre cell; test-cell accuracy {stage1_acc}. Stage 2 ({steps} steps of
 {batch_size} questions + {blind_per_step} blind, {train_minutes} min): tower frozen, projector + decoder with
 teacher forcing{grow_text}; {drop_pct} of the images keep a random {min_keep}..{num_patches} of their visual tokens
-(dropped before the LLM, renumbered as K = 0 pruning does). Why: K = 0 pruning reads tokens whose content the
+and {evidence_pct} keep as many with one of their questions' referenced cells first (dropped before the LLM,
+renumbered as K = 0 pruning does). Why: K = 0 pruning reads tokens whose content the
 tower alone decides; a per-cell objective and a frozen tower keep each token about its own cell and object.
+Uniform drops alone teach counting by density (the share of kept cells of a colour), which over-counts any kept
+set that favours the evidence; the evidence-first share puts such sets in training.{neighbour_text}
 Final stage-2 loss (mean of the last {n_last_losses} logs) {final_loss}.
 
 | knob | value |
@@ -502,6 +609,11 @@ def model_card(*, recipe: Recipe, cfg, command: str, n_params: int, info: dict, 
       stage1_acc=", ".join(f"{k} {pct(a)}" for k, a in stage1["test"].items()) or "n/a",
       steps=recipe.steps, batch_size=recipe.batch_size, grow_text=grow_text, blind_per_step=recipe.blind_per_step,
       train_minutes=f"{info['seconds'] / 60:.1f}", drop_pct=pct(recipe.visual_drop_prob),
+      evidence_pct=pct(recipe.evidence_drop_prob), neighbour_text="" if not recipe.neighbour_weight else (
+          f" An auxiliary loss (weight {recipe.neighbour_weight:g}, training only) had a linear probe read, from "
+          f"the visual tokens' states after decoder layer {recipe.neighbour_layer}"
+          f"{' of the shallow decoder' if grown else ''}, the colour and shape of the nearest object left of and "
+          "above each token's object (whole images only), so a relation question is one lookup."),
       min_keep=recipe.min_visual_keep, n_last_losses=min(10, len(info["losses"])),
       final_loss=f"{np.mean([l for _, l in info['losses'][-10:]]):.4f}" if info["losses"] else "n/a",
       hp="\n".join(f"| `{k}` | {v} |" for k, v in dataclasses.asdict(recipe).items()),
@@ -600,6 +712,9 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
   print(f"frozen tower states: {len(train_split.pixels)} scenes ({time.perf_counter() - start:.0f}s)", flush=True)
   eval_seconds = 90 * len(test_split) / 2000  # eval of 2000 items x 2 takes about a minute on 2 cores
   with_steps = lambda r, steps: dataclasses.replace(r, steps=steps, warmup_steps=min(recipe.warmup_steps, steps // 10))
+  probe = neighbour_probe(recipe.text_hidden, recipe.seed + 3) if recipe.neighbour_weight > 0 else None
+  aux = lambda layer: {} if probe is None else {  # the probe carries over the growing, as its layer does
+      "probe": probe, "objective": functools.partial(neighbour_objective, layer=layer, weight=recipe.neighbour_weight)}
   grown = None
   if grow:  # stage 2a: the shallow decoder learns the task (several times the steps/s of the deep one) ...
     steps = recipe.grow_steps
@@ -609,7 +724,8 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
       steps = stage2_steps_for(share, model, shallow, train_split, make_batches(shallow), tokenizer.pad_token_id,
                                elapsed, eval_seconds=0)
     shallow = with_steps(shallow, steps)
-    grown = base.train(model, shallow, train_split, tokenizer.pad_token_id, batches=make_batches(shallow))
+    grown = base.train(model, shallow, train_split, tokenizer.pad_token_id, batches=make_batches(shallow),
+                       **aux(recipe.neighbour_layer))
     deep = Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(recipe.seed + 2))
     grow_decoder(model, deep)  # ... then it becomes the deep one, unchanged in function, and all of it trains on
     model = deep
@@ -623,7 +739,9 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
   # a fresh source (the same draws as a run given --steps); after growing, a new image order
   draws = dataclasses.replace(recipe, seed=recipe.seed + 1) if grow else recipe
   trained = dataclasses.replace(recipe, lr=recipe.deep_lr) if grow and recipe.deep_lr is not None else recipe
-  info = base.train(model, trained, train_split, tokenizer.pad_token_id, batches=make_batches(draws))
+  layer = grown_positions(recipe.grow_from_layers, recipe.text_layers)[recipe.neighbour_layer] if grow else \
+      recipe.neighbour_layer
+  info = base.train(model, trained, train_split, tokenizer.pad_token_id, batches=make_batches(draws), **aux(layer))
   info["stage1"] = stage1
   info["grown"] = grown
   info["load"] = (load_at_start, os.getloadavg()[0])
@@ -645,9 +763,11 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
              "grow_steps": recipe.grow_steps if info["grown"] else 0,
              "grow_losses": info["grown"]["losses"] if info["grown"] else None,
              "steps": recipe.steps, "steps_per_second": info["steps_per_second"], "train_seconds": info["seconds"],
-             "total_seconds": seconds, "losses": info["losses"], "checkpoint_mb": size_mb, "params": n_params,
+             "total_seconds": seconds, "losses": info["losses"],
+             "answer_losses": info["family_losses"], "checkpoint_mb": size_mb, "params": n_params,
              "out": str(out)}
-  print(json.dumps({k: v for k, v in summary.items() if k not in ("losses", "stage1_losses", "grow_losses")}, indent=2), flush=True)
+  lists = ("losses", "answer_losses", "stage1_losses", "grow_losses")
+  print(json.dumps({k: v for k, v in summary.items() if k not in lists}, indent=2), flush=True)
   return summary
 
 
@@ -694,8 +814,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument("--test-images", type=int, default=scenes.SPLIT_SIZES["test"], help="first N test items")
   p.add_argument("--visual-drop-prob", type=float, default=d.visual_drop_prob)
   p.add_argument("--min-visual-keep", type=int, default=d.min_visual_keep)
+  p.add_argument("--evidence-drop-prob", type=float, default=d.evidence_drop_prob,
+                 help="share of training images that keep a random k visual tokens, one question's evidence first")
   p.add_argument("--focus-fraction", type=float, default=d.focus_fraction,
                  help="share of stage-2 steps under the distractor curriculum (0: none)")
+  p.add_argument("--neighbour-weight", type=float, default=d.neighbour_weight,
+                 help="weight of the decoder's auxiliary neighbour probe (0: none)")
+  p.add_argument("--neighbour-layer", type=int, default=d.neighbour_layer,
+                 help="decoder layer the probe reads (of the shallow decoder when growing)")
   p.add_argument("--text-hidden", type=int, default=d.text_hidden)
   p.add_argument("--text-layers", type=int, default=d.text_layers)
   p.add_argument("--vision-hidden", type=int, default=d.vision_hidden)
@@ -727,6 +853,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.error(f"--focus-fraction must lie in [0, 1], got {args.focus_fraction:g}")
   if not 0 <= args.visual_drop_prob <= 1:
     p.error(f"--visual-drop-prob must lie in [0, 1], got {args.visual_drop_prob:g}")
+  if args.evidence_drop_prob < 0 or args.visual_drop_prob + args.evidence_drop_prob > 1 + 1e-9:
+    p.error(f"--evidence-drop-prob must lie in [0, 1 - --visual-drop-prob], got {args.evidence_drop_prob:g}")
+  if args.neighbour_weight < 0:
+    p.error(f"--neighbour-weight must be >= 0, got {args.neighbour_weight:g}")
+  probed = args.grow_from_layers or args.text_layers
+  if not 0 <= args.neighbour_layer < probed:
+    p.error(f"--neighbour-layer must lie in [0, {probed}) (the layers of the decoder it reads), "
+            f"got {args.neighbour_layer}")
   if args.min_visual_keep > GRID * GRID:
     p.error(f"--min-visual-keep {args.min_visual_keep} exceeds the {GRID * GRID} visual tokens")
   if args.grow_from_layers:
@@ -745,6 +879,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       warmup_steps=min(args.warmup_steps, args.steps // 2), vision_pretrain_steps=args.vision_pretrain_steps,
       vision_pretrain_lr=args.vision_pretrain_lr,
       train_images=args.train_images, visual_drop_prob=args.visual_drop_prob, min_visual_keep=args.min_visual_keep,
+      evidence_drop_prob=args.evidence_drop_prob, neighbour_weight=args.neighbour_weight,
+      neighbour_layer=args.neighbour_layer,
       focus_fraction=args.focus_fraction, grow_from_layers=args.grow_from_layers, grow_steps=args.grow_steps,
       grow_fraction=args.grow_fraction, deep_lr=args.deep_lr, question_mix=args.question_mix,
       text_hidden=args.text_hidden, text_layers=args.text_layers, vision_hidden=args.vision_hidden,
