@@ -141,7 +141,6 @@ def test_evidence_first_drops_keep_one_questions_cells_first(tiny, tokenizer):
   recipe, cfg, split = tiny
   recipe = dataclasses.replace(recipe, visual_drop_prob=0.0, evidence_drop_prob=1.0)
   batches = recipe_mod.Batches(split, recipe, tokenizer.pad_token_id, cfg.image_token_id)
-  partial = 0
   for _ in range(4):
     arrays, rows = batches.next()
     keep = arrays["visual_keep"][:, batches.visual_slots]  # [Bi, 144]
@@ -150,7 +149,6 @@ def test_evidence_first_drops_keep_one_questions_cells_first(tiny, tokenizer):
     assert (k >= 16).all() and arrays["target"].any(axis=1).all()
     first = (keep[:, None] & evidence).sum(2) == np.minimum(evidence.sum(2), k[:, None])  # [Bi, Q]
     assert first.any(axis=1).all()  # some question's cells all kept, or the first k of them
-    partial += int((k < evidence.max(1).sum(1)).sum())
   arrays, _ = recipe_mod.Batches(split, dataclasses.replace(recipe, evidence_drop_prob=0.0), tokenizer.pad_token_id,
                                  cfg.image_token_id).next()
   assert arrays["visual_keep"].all()  # neither share: whole images
@@ -201,7 +199,6 @@ def test_neighbour_labels_match_a_naive_reference_and_answer_relations():
 def test_the_neighbour_probe_trains_on_whole_images_only(tiny, tokenizer):
   """weight 0 == the answer loss; the probe and the decoder get its gradient; labels of an image with a dropped
   token change nothing."""
-  import jax
   import jax.numpy as jnp
   from flax import nnx
   from jaxprune.models.llava import Llava

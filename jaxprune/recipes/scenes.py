@@ -375,11 +375,12 @@ class Batches(base.Batches):
     keep = np.ones((n_images, len(self.prefix)), bool)
     keyed = np.full(n_images, -1)
     nv = len(self.visual_slots)
+    relevant = self.split.relevant  # [N, Nv] or None (then neither the curriculum nor evidence drops can run)
+    evidence_of = None if relevant is None else relevant[rows].reshape(n_images, -1, nv)  # [Bi, Q, Nv]
     if self.focusing:
       lo = min(r.min_visual_keep, nv)
       k = lo + int(round(self.step / self.focus_steps * (nv - lo)))
-      evidence = self.split.relevant[rows].reshape(n_images, -1, nv)[:, 0]  # [Bi, Nv] the first question's cells
-      priority = rng.random((n_images, nv)) + evidence  # evidence first, random order within each group
+      priority = rng.random((n_images, nv)) + evidence_of[:, 0]  # the first question's cells first, random order
       kept = np.zeros((n_images, nv), bool)
       np.put_along_axis(kept, np.argsort(-priority, axis=1)[:, :k], True, axis=1)
       keep[:, self.visual_slots] = kept
@@ -392,8 +393,7 @@ class Batches(base.Batches):
         continue
       # evidence first: one of the image's questions (at random) keeps its referenced cells, then random others
       keyed[row] = rng.integers(r.questions_per_image)
-      evidence = self.split.relevant[rows].reshape(n_images, -1, nv)[row, keyed[row]]
-      priority = rng.random(nv) + evidence  # [Nv]
+      priority = rng.random(nv) + evidence_of[row, keyed[row]]  # [Nv]
       keep[row, self.visual_slots[np.argsort(-priority)[k:]]] = False
     return keep, keyed
 
