@@ -71,12 +71,13 @@ def test_grid_writes_every_row_with_cost_columns(tiny_eval_model, eval_data, tmp
 
 def test_ratio_keep_and_layer0_methods(tiny_eval_model, eval_data, tmp_path, capsys):
   argv = _common(tiny_eval_model, eval_data, tmp_path / "r", limit=4) + [
-      "--tasks", "easyvqa", "--method", "fastv,visionzip", "--layer", "0,1", "--keep", "0.5"]
+      "--tasks", "easyvqa", "--method", "fastv,visionzip", "--layer", "0,1", "--keep", "0.5,0.25"]
   assert jeval.main(argv) == 0
   plans = [r["plan"] for r in _results(tmp_path / "r")["rows"]]
-  assert plans == ["fastv@1:8", "visionzip@0:8"]  # fastv@0 and visionzip@1 have no signal there: skipped
+  # fastv@0 and visionzip@1 have no signal there: skipped, with one note per method (not one per budget)
+  assert plans == ["fastv@1:8", "fastv@1:4", "visionzip@0:8", "visionzip@0:4"]
   err = capsys.readouterr().err
-  assert "skipped fastv@0" in err and "skipped visionzip@1" in err
+  assert err.count("skipped fastv@0:") == 1 and err.count("skipped visionzip@1:") == 1, err
 
 
 def test_methods_may_pin_their_own_layer(tiny_eval_model, eval_data, tmp_path):

@@ -114,7 +114,8 @@ def test_relevant_cells_are_the_referenced_objects_and_the_curriculum_adds_distr
     item = scenes.make_item("train", int(split.image_index[r]))
     np.testing.assert_array_equal(split.relevant[r], scenes.relevant_cells(item, 12))
   assert split.relevant[first].any(axis=1).all()  # a drawn "is there ...? no" may name no object at all
-  recipe = dataclasses.replace(recipe, steps=10, focus_fraction=0.5)  # 5 curriculum steps, then random dropping
+  # 5 curriculum steps, then random dropping (relabelling off: afterwards every question stays trained)
+  recipe = dataclasses.replace(recipe, steps=10, focus_fraction=0.5, relabel_drops=False)
   batches = recipe_mod.Batches(split, recipe, tokenizer.pad_token_id, cfg.image_token_id)
   for step in range(7):
     arrays, rows = batches.next()
@@ -139,7 +140,8 @@ def test_evidence_first_drops_keep_one_questions_cells_first(tiny, tokenizer):
   """`evidence_drop_prob` images keep k visual tokens with one of their questions' referenced cells first; the
   rest keep all or a uniform random k; every question stays trained on."""
   recipe, cfg, split = tiny
-  recipe = dataclasses.replace(recipe, visual_drop_prob=0.0, evidence_drop_prob=1.0)
+  # relabelling off: here every question must stay trained (`test_dropped_images_are_answered_about_what_they_show`)
+  recipe = dataclasses.replace(recipe, visual_drop_prob=0.0, evidence_drop_prob=1.0, relabel_drops=False)
   batches = recipe_mod.Batches(split, recipe, tokenizer.pad_token_id, cfg.image_token_id)
   for _ in range(4):
     arrays, rows = batches.next()
@@ -152,6 +154,87 @@ def test_evidence_first_drops_keep_one_questions_cells_first(tiny, tokenizer):
   arrays, _ = recipe_mod.Batches(split, dataclasses.replace(recipe, evidence_drop_prob=0.0), tokenizer.pad_token_id,
                                  cfg.image_token_id).next()
   assert arrays["visual_keep"].all()  # neither share: whole images
+
+
+def _answer_on_kept_cells(objects, kept, question):
+  """Naive: the answer to `question` about the objects with a pixel in a kept 8-px cell, worked out from the
+  pixels and the generator's rules (a relation needs the only other object in the anchor's band to lie beyond
+  it, clear of the band by `scenes.GAP`); None where the generator would not ask it."""
+  grid = np.kron(kept.reshape(12, 12), np.ones((8, 8), bool))  # [96, 96] pixels of kept cells
+  seen = [o for o in objects if (scenes.object_mask(o) & grid).any()]
+  qtype, form, params = recipe_mod.question_spec(question)
+  shape, colour = params.get("shape"), params.get("colour")
+  if qtype == "existence":
+    return "yes" if any((o.shape, o.colour) == (shape, colour) for o in seen) else "no"
+  if qtype == "counting":
+    n = sum((o.colour == colour) if form == "color" else (o.shape == shape) for o in seen)
+    return str(n) if 1 <= n <= 4 else None
+  if qtype == "attribute":
+    hits = [o for o in seen if (o.shape == shape if form == "color" else o.colour == colour)]
+    return None if len(hits) != 1 else (hits[0].colour if form == "color" else hits[0].shape)
+  anchors = [o for o in seen if (o.shape, o.colour) == (shape, colour)]
+  if len(anchors) != 1:
+    return None
+  band = [o for o in seen if o is not anchors[0] and scenes.in_relation(anchors[0], o, params["relation"], slack=scenes.GAP)]
+  strict = [o for o in seen if o is not anchors[0] and scenes.in_relation(anchors[0], o, params["relation"])]
+  if len(band) != 1 or len(strict) != 1:
+    return None
+  return strict[0].shape if form == "shape" else strict[0].colour
+
+
+def test_dropped_images_are_answered_about_what_they_show(tiny, tokenizer):
+  """`relabel_drops`: the questions of an image that lost tokens are answered about the objects a kept cell
+  still shows (a naive pixel-level reference), or not trained on; whole images keep their answers."""
+  recipe, cfg, split = tiny
+  recipe = dataclasses.replace(recipe, visual_drop_prob=0.8, evidence_drop_prob=0.2, min_visual_keep=4)
+  batches = recipe_mod.Batches(split, recipe, tokenizer.pad_token_id, cfg.image_token_id)
+  plain = recipe_mod.Batches(split, dataclasses.replace(recipe, relabel_drops=False), tokenizer.pad_token_id,
+                             cfg.image_token_id)
+  decode = lambda ids, target: tokenizer.decode(ids[1:][target[:-1]], skip_special_tokens=True).strip()
+  outcomes = {"same": 0, "changed": 0, "dropped": 0}
+  for _ in range(30):
+    arrays, rows = batches.next()
+    keep = arrays["visual_keep"][:, batches.visual_slots]  # [Bi, 144]
+    images = np.asarray(split.image_index[rows]).reshape(len(keep), -1)[:, 0]
+    for slot, row in enumerate(rows):
+      b = slot // recipe.questions_per_image
+      objects = split.objects[images[b]]
+      want = split.answers[row] if keep[b].all() else _answer_on_kept_cells(objects, keep[b], split.questions[row])
+      trained = arrays["target"][slot].any()
+      if want is None:
+        assert not trained, split.questions[row]
+        outcomes["dropped"] += 1
+        continue
+      assert trained and decode(arrays["ids"][slot], arrays["target"][slot]) == want, (split.questions[row], want)
+      n = int(arrays["valid"][slot].sum())  # the suffix: question + answer + EOS, right-padded
+      assert arrays["valid"][slot, :n].all() and not arrays["valid"][slot, n:].any()
+      assert arrays["ids"][slot, n - 1] == tokenizer.eos_token_id
+      outcomes["same" if want == split.answers[row] else "changed"] += 1
+  assert min(outcomes.values()) > 20, outcomes  # every case occurs
+  assert batches.relabelled["changed"] == outcomes["changed"] and batches.relabelled["dropped"] == outcomes["dropped"]
+  whole, _ = plain.next()  # relabelling off: the same keep sets, every row at its whole-image answer
+  assert whole["target"].any(axis=1).all()
+
+
+def test_keep_counts_are_drawn_log_uniformly(tiny, tokenizer):
+  recipe, cfg, split = tiny
+  for log, below_40 in ((True, 0.42), (False, 0.19)):  # P(k < 40): log(40/16)/log(145/16) vs 24/129
+    batches = recipe_mod.Batches(split, dataclasses.replace(recipe, log_keep=log), tokenizer.pad_token_id,
+                                 cfg.image_token_id)
+    k = np.array([batches.draw_keep(144) for _ in range(4000)])
+    assert k.min() >= 16 and k.max() <= 144 and abs(np.mean(k < 40) - below_40) < 0.03, (log, np.mean(k < 40))
+
+
+def test_question_specs_round_trip():
+  for i in range(50):
+    scene, _ = scenes.make_scene("train", i)
+    assert recipe_mod.question_spec(scene.question) == (scene.question_type, scene.form, dict(scene.params))
+    for question, answer in (q for qs in recipe_mod.candidate_questions(scene.objects).values() for q in qs):
+      qtype, form, params = recipe_mod.question_spec(question)
+      assert recipe_mod.question_text(qtype, form, params) == question
+      assert recipe_mod.answer_on(qtype, form, params, scene.objects)[0] == answer
+  with pytest.raises(ValueError, match="not a scenes question: 'what is love'"):
+    recipe_mod.question_spec("what is love")
 
 
 def _neighbour_reference(objects, cell):
@@ -305,6 +388,8 @@ def test_a_few_steps_reduce_the_loss(trained):
   assert np.mean(answers[-2:]) < 0.7 * answers[0], summary["answer_losses"]
   assert summary["steps"] == 40 and summary["steps_per_second"] > 0
   assert summary["grow_steps"] == 20 and len(summary["grow_losses"]) == 2  # the 1-layer decoder's 20 steps
+  relabelled = summary["relabelled"]  # the deep stage's rows of images with dropped tokens (half the images)
+  assert relabelled["rows"] > 0 and relabelled["changed"] + relabelled["dropped"] <= relabelled["rows"], relabelled
 
 
 def test_cli_writes_a_checkpoint_the_eval_path_answers_with(trained, runner, tokenizer):
@@ -339,6 +424,7 @@ def test_cli_writes_a_checkpoint_the_eval_path_answers_with(trained, runner, tok
     (["--steps", "5", "--minutes", "3"], "not allowed with argument"),
     (["--text-layers", "many"], "invalid int value: 'many'"),
     (["--min-visual-keep", "200"], "exceeds the 144 visual tokens"),
+    (["--keep-draw", "cubic"], "argument --keep-draw: invalid choice: 'cubic'"),
     (["--question-mix", "colour=1"], "argument --question-mix: unknown question type 'colour'"),
     (["--question-mix", "relation=-1"], "weight of relation must be >= 0"),
     (["--question-mix", "relation"], "'relation' is not TYPE=WEIGHT"),

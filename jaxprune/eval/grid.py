@@ -82,7 +82,7 @@ def build_grid(args, cfg, task_signals: frozenset[str] = frozenset()) -> tuple[l
       layers = [min(DEFAULT_LAYER, num_layers - 1)]
     else:
       layers = layers_of(args.layer, "--layer")
-    valid = 0
+    valid, skipped, why = 0, [], ""
     for layer in layers:
       for keep in keeps:
         try:
@@ -91,7 +91,9 @@ def build_grid(args, cfg, task_signals: frozenset[str] = frozenset()) -> tuple[l
         except PlanError as e:
           if "layer 0" not in str(e):  # only the "signal does not exist at this layer" case is skippable
             raise EvalError(str(e)) from None
-          notes.append(f"skipped {method}@{layer}: {str(e).split(': ', 1)[1]}")
+          skipped, why = skipped + [layer] * (layer not in skipped), str(e).split(": ", 1)[1]
+    if skipped:  # one note per method, not one per (layer, budget)
+      notes.append(f"skipped {method}@{','.join(map(str, skipped))}: {why}")
     if not valid:
       raise EvalError(f"--method {method}: no valid layer among {layers} ({notes[-1]})")
   if not plans:

@@ -27,7 +27,7 @@ did: its model reads answers from background patches). So:
   stage 2  the tower is frozen (its states computed once per image) and the projector + decoder learn the
            questions. No answer gradient reaches the tower, so its tokens stay local.
 Random visual-token dropping (`visual_drop_prob`): that share of the training images keeps a random k of the
-144 tokens (k uniform in [min_visual_keep, 144]), dropped before the LLM and renumbered exactly as K = 0
+144 tokens (k log-uniform in [min_visual_keep, 144]), dropped before the LLM and renumbered exactly as K = 0
 pruning does. The decoder then has seen short visual prefixes (16 kept tokens is 11% of the sequence it
 otherwise knows) and images whose evidence is gone, where the only right move is the language prior: what
 `oracle` and `anti-oracle` at 16 tokens ask of it. Uniform drops alone leave a shortcut: the share of kept
@@ -35,6 +35,11 @@ cells that are blue, times 144, estimates "how many blue shapes" without bias, a
 way over-counts whenever the kept set favours the evidence (oracle@0:16 counted at chance, one too many, in
 session 12's model). So another `evidence_drop_prob` of the images keeps the same k with one random question's
 referenced cells first (k drawn without looking at the evidence, so the sequence length says nothing).
+Reporting what is seen (`relabel_drops`). Even so, an image's answers stayed the whole image's under any drop,
+so a count was still best guessed from what is left of a colour, and an object with no kept cell was still there.
+Now the questions of an image that lost tokens are answered about the objects that some kept cell still shows
+(`Batches.relabel`; no answer there, e.g. the anchor gone: not trained), so a count counts the objects in view.
+The study prunes to 4-32 tokens, so k is drawn log-uniformly (`log_keep`): 42% of dropped images keep < 40.
 Relations in one lookup (`neighbour_weight`). A relation question takes two hops at the text
 positions: find the anchor, then the object on its row or column beyond it, by comparing positions; in the CPU
 budget the decoder never learnt the second hop (relation 53-60% whatever the run; with only the anchor and target
@@ -107,10 +112,15 @@ class Recipe(base.Recipe):
   train_images: int = 16000  # training scenes (items 0.. of the train split)
   visual_drop_prob: float = 0.3  # share of training images that keep only a random subset of visual tokens
   min_visual_keep: int = 16
+  log_keep: bool = True  # k of a dropped image log-uniform in [min_visual_keep, 144] (False: uniform)
   # share of training images that keep a random k with one question's evidence first (see `visual_keep`): under
   # uniform drops alone the share of kept cells of a colour estimates a count, which over-counts any kept set that
   # favours the evidence (oracle's, or a good method's)
   evidence_drop_prob: float = 0.2
+  # answer the questions of an image with dropped tokens about the objects still seen (any cell kept; `relabel`)
+  # instead of the whole image: otherwise a count or "is there" is inferred from how much of a colour survives,
+  # which over-counts any kept set that favours the evidence and credits a kept set that lost the object
+  relabel_drops: bool = True
   focus_fraction: float = 0.0  # share of stage-2 steps under the distractor curriculum (0: none; see visual_keep)
   # weight of an auxiliary loss: a linear probe on the visual tokens' states after decoder layer `neighbour_layer`
   # (of the shallow decoder when growing; after growing, where that layer went) predicts `neighbour_labels`, on
@@ -153,46 +163,90 @@ def clip_pixels(images: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------ questions, labels
 
 
+def question_text(qtype: str, form: str, params: dict) -> str:
+  """The question of a (type, form, params) spec, worded as the generator words it."""
+  shape, colour, relation = params.get("shape"), params.get("colour"), params.get("relation")
+  return {("attribute", "color"): f"what color is the {shape}?",
+          ("attribute", "shape"): f"what shape is the {colour} object?",
+          ("counting", "shape"): f"how many {shape}s are there?",
+          ("counting", "color"): f"how many {colour} shapes are there?",
+          ("existence", "exists"): f"is there a {colour} {shape}?",
+          ("relation", "shape"): f"what shape is {relation} the {colour} {shape}?",
+          ("relation", "color"): f"what color is the shape {relation} the {colour} {shape}?"}[qtype, form]
+
+
+@functools.cache
+def _question_specs() -> dict[str, tuple[str, str, tuple[tuple[str, str], ...]]]:
+  specs = {}
+  for shape in scenes.SHAPES:
+    specs[question_text("attribute", "color", {"shape": shape})] = ("attribute", "color", (("shape", shape),))
+    specs[question_text("counting", "shape", {"shape": shape})] = ("counting", "shape", (("shape", shape),))
+  for colour in scenes.COLOURS:
+    specs[question_text("attribute", "shape", {"colour": colour})] = ("attribute", "shape", (("colour", colour),))
+    specs[question_text("counting", "color", {"colour": colour})] = ("counting", "color", (("colour", colour),))
+    for shape in scenes.SHAPES:
+      params = {"shape": shape, "colour": colour}
+      specs[question_text("existence", "exists", params)] = ("existence", "exists", tuple(params.items()))
+      for relation in scenes.RELATIONS:
+        for form in ("shape", "color"):
+          params = {"shape": shape, "colour": colour, "relation": relation}
+          specs[question_text("relation", form, params)] = ("relation", form, tuple(params.items()))
+  return specs
+
+
+def question_spec(question: str) -> tuple[str, str, dict]:
+  """(type, form, params) of a scenes question: the inverse of `question_text`."""
+  try:
+    qtype, form, params = _question_specs()[question]
+  except KeyError:
+    raise ValueError(f"not a scenes question: {question!r}") from None
+  return qtype, form, dict(params)
+
+
+def answer_on(qtype: str, form: str, params: dict, objects: Sequence[scenes.SceneObject]) -> tuple[str, tuple] | None:
+  """(answer, referenced object indices) of a question about `objects`, or None where the generator would not ask
+  it: ambiguous (`scenes.solve` refuses), a count outside 1-4, or a relation with another object inside the
+  anchor's band (`slack=GAP`)."""
+  try:
+    answer, referenced = scenes.solve(qtype, form, params, objects)
+  except ValueError:
+    return None
+  if qtype == "counting" and answer not in {str(k) for k in scenes.COUNTS}:
+    return None
+  if qtype == "relation":
+    anchor = next(i for i in referenced if (objects[i].shape, objects[i].colour) == (params["shape"], params["colour"]))
+    near = [o for i, o in enumerate(objects)
+            if i != anchor and scenes.in_relation(objects[anchor], o, params["relation"], slack=scenes.GAP)]
+    if len(near) != 1:
+      return None
+  return answer, tuple(referenced)
+
+
 def candidate_questions(objects: Sequence[scenes.SceneObject], types: Sequence[str] = scenes.QUESTION_TYPES, *,
                         with_referenced: bool = False) -> dict[str, list[tuple]]:
   """Every question of the templates of `types` this scene answers unambiguously -> {type: [(question, answer)]}
-  (with_referenced: [(question, answer, referenced object indices)]).
-
-  Answers come from `scenes.solve`, the task's reference semantics; like the generator, relation questions
-  need every non-target object clearly outside the anchor's band (`slack=GAP`), and counts run 1-4.
-  """
+  (with_referenced: [(question, answer, referenced object indices)]), answered by `answer_on`."""
   out: dict[str, list[tuple[str, str]]] = {t: [] for t in types}
 
-  def ask(qtype: str, form: str, params: dict, question: str) -> None:
-    if qtype not in out:
+  def ask(qtype: str, form: str, params: dict) -> None:
+    if qtype not in out or (solved := answer_on(qtype, form, params, objects)) is None:
       return
-    try:
-      answer, referenced = scenes.solve(qtype, form, params, objects)
-    except ValueError:  # not unique: the generator never asks it
-      return
-    if qtype == "counting" and answer not in {str(k) for k in scenes.COUNTS}:
-      return
-    if qtype == "relation":
-      anchor = [i for i in referenced if (objects[i].shape, objects[i].colour) == (params["shape"], params["colour"])]
-      near = [o for i, o in enumerate(objects)
-              if i != anchor[0] and scenes.in_relation(objects[anchor[0]], o, params["relation"], slack=scenes.GAP)]
-      if len(near) != 1:
-        return
-    out[qtype].append((question, answer, tuple(referenced)) if with_referenced else (question, answer))
+    question, (answer, referenced) = question_text(qtype, form, params), solved
+    out[qtype].append((question, answer, referenced) if with_referenced else (question, answer))
 
   for shape in scenes.SHAPES:
-    ask("attribute", "color", {"shape": shape}, f"what color is the {shape}?")
-    ask("counting", "shape", {"shape": shape}, f"how many {shape}s are there?")
+    ask("attribute", "color", {"shape": shape})
+    ask("counting", "shape", {"shape": shape})
   for colour in scenes.COLOURS:
-    ask("attribute", "shape", {"colour": colour}, f"what shape is the {colour} object?")
-    ask("counting", "color", {"colour": colour}, f"how many {colour} shapes are there?")
+    ask("attribute", "shape", {"colour": colour})
+    ask("counting", "color", {"colour": colour})
     for shape in scenes.SHAPES:
-      ask("existence", "exists", {"shape": shape, "colour": colour}, f"is there a {colour} {shape}?")
+      ask("existence", "exists", {"shape": shape, "colour": colour})
   for obj in objects:
     for relation in scenes.RELATIONS:
       params = {"shape": obj.shape, "colour": obj.colour, "relation": relation}
-      ask("relation", "shape", params, f"what shape is {relation} the {obj.colour} {obj.shape}?")
-      ask("relation", "color", params, f"what color is the shape {relation} the {obj.colour} {obj.shape}?")
+      ask("relation", "shape", params)
+      ask("relation", "color", params)
   return out
 
 
@@ -296,6 +350,11 @@ class ScenesSplit(base.Split):
   neighbours: np.ndarray | None = None
   generated: np.ndarray | None = None  # [N] bool: the item's own question (vs one drawn by `draw_questions`)
   relevant: np.ndarray | None = None  # [N, C] bool: cells covered by the question's referenced objects
+  # what relabelling a question under dropped tokens needs (`Batches.relabel`): per image its objects and the
+  # cells each one touches, and the tokens of every answer the task has
+  objects: list[tuple[scenes.SceneObject, ...]] | None = None
+  object_cells: list[np.ndarray] | None = None  # per image [objects, C] bool
+  answer_tokens: dict[str, list[int]] | None = None  # answer -> its tokens + EOS
 
 
 def load_split(split: str, num_images: int, tokenizer, cfg, *, questions_per_image: int = 1,
@@ -310,12 +369,14 @@ def load_split(split: str, num_images: int, tokenizer, cfg, *, questions_per_ima
   cells = np.empty((num_images, GRID * GRID, 5), np.int32)
   neighbours = np.empty((num_images, GRID * GRID, 2 * len(NEIGHBOUR_RELATIONS)), np.int32)
   kinds, questions, answers, index, generated, relevant = [], [], [], [], [], []
+  objects_of, object_cells_of = [], []
   for i in range(num_images):
     scene, item_rng = scenes.make_scene(split, i)
     images[i], _ = scenes.render(scene, item_rng)  # same pixels as the item's PNG
     cells[i] = cell_labels(scene.objects)
     neighbours[i] = neighbour_labels(scene.objects)
     object_cells = [scenes.relevant_cells(scenes.object_mask(o), GRID) for o in scene.objects]  # [objects][C]
+    objects_of.append(tuple(scene.objects)), object_cells_of.append(np.asarray(object_cells, bool))
     drawn = draw_questions(scene.objects, questions_per_image - 1, rng, question_mix) if questions_per_image > 1 else []
     own = (scene.question_type, scene.question, scene.answer, scene.referenced)
     for k, (qtype, question, answer, referenced) in enumerate([own, *drawn]):
@@ -332,10 +393,14 @@ def load_split(split: str, num_images: int, tokenizer, cfg, *, questions_per_ima
       if tokenizer.unk_token_id in prompt_of[q].ids:
         raise ValueError(f"scenes {split}: the tokenizer has no word for part of {q!r}")
     answer_of.setdefault(a, tokenizer.encode(a, add_special_tokens=False) + [tokenizer.eos_token_id])
+  every_answer = {*scenes.COLOURS, *scenes.SHAPES, "yes", "no", *(str(k) for k in scenes.COUNTS)}
+  answer_tokens = {a: answer_of.get(a) or tokenizer.encode(a, add_special_tokens=False) + [tokenizer.eos_token_id]
+                   for a in every_answer}
   return ScenesSplit(questions, answers, kinds, [prompt_of[q] for q in questions], [blind_of[q] for q in questions],
                      [answer_of[a] for a in answers], np.asarray(index, np.int32), clip_pixels(images),
                      cells=cells, neighbours=neighbours, generated=np.asarray(generated),
-                     relevant=np.asarray(relevant, bool))
+                     relevant=np.asarray(relevant, bool), objects=objects_of, object_cells=object_cells_of,
+                     answer_tokens=answer_tokens)
 
 
 class Batches(base.Batches):
@@ -352,10 +417,30 @@ class Batches(base.Batches):
     self.visual_slots = np.flatnonzero(self.prefix == image_token_id)  # [Nv] prefix positions of the image
     self.focus_steps = int(recipe.focus_fraction * recipe.steps)
     self.step = 0  # batches handed out so far
+    self.relabelled = {"changed": 0, "dropped": 0, "rows": 0}  # question rows of images with dropped tokens
+    if recipe.relabel_drops:
+      if split.objects is None:
+        raise ValueError("relabel_drops needs the split's objects (load it with `load_split`)")
+      # every (question, answer) suffix a relabelled row may need must fit the suffix arrays
+      self.question_tokens = {q: p.ids[len(self.prefix):] for q, p in zip(split.questions, split.prompts)}
+      longest = max(map(len, self.question_tokens.values())) + max(map(len, split.answer_tokens.values()))
+      if longest > self.ids.shape[1]:
+        grow = ((0, 0), (0, longest - self.ids.shape[1]))
+        self.ids = np.pad(self.ids, grow, constant_values=pad_id)
+        self.valid, self.target = np.pad(self.valid, grow), np.pad(self.target, grow)
+      self.pad_id = pad_id
 
   @property
   def focusing(self) -> bool:
     return self.step < self.focus_steps and self.split.relevant is not None
+
+  def draw_keep(self, nv: int) -> int:
+    """How many of the nv visual tokens a dropped image keeps: min_visual_keep..nv, uniformly or (log_keep)
+    log-uniformly, so that the few-token budgets the study prunes to are not a rare draw."""
+    lo = min(self.recipe.min_visual_keep, nv)
+    if not self.recipe.log_keep:
+      return int(self.rng.integers(lo, nv + 1))
+    return int(np.floor(np.exp(self.rng.uniform(np.log(lo), np.log(nv + 1)))))
 
   def visual_keep(self, n_images: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """-> (keep [Bi, P] bool, keyed [Bi]: the question slot whose evidence was kept first, -1 if none).
@@ -387,7 +472,7 @@ class Batches(base.Batches):
       return keep, np.zeros(n_images, int)
     draw = rng.random(n_images)
     for row in np.flatnonzero(draw < r.visual_drop_prob + r.evidence_drop_prob):
-      k = int(rng.integers(min(r.min_visual_keep, nv), nv + 1))  # never depends on the evidence (see above)
+      k = self.draw_keep(nv)  # never depends on the evidence (see above)
       if draw[row] < r.visual_drop_prob:  # uniform: a random k
         keep[row, self.visual_slots[rng.permutation(nv)[k:]]] = False
         continue
@@ -408,9 +493,12 @@ class Batches(base.Batches):
     vision = ({"pixels": self.split.pixels[images]} if self.states is None
               else {"tower_states": self.states[0, images]})  # [Bi, Nv, Dv]
     keep, keyed = self.visual_keep(len(images), rows)
+    ids, valid, target = self.ids[rows], self.valid[rows], self.target[rows].copy()
+    if r.relabel_drops:
+      self.relabel(images, rows, keep, ids, valid, target)
     arrays = {"prefix": self.prefix, **vision, "visual_keep": keep,
               "image_of": np.repeat(np.arange(len(images), dtype=np.int32), r.questions_per_image),
-              "ids": self.ids[rows], "valid": self.valid[rows], "target": self.target[rows].copy(),
+              "ids": ids, "valid": valid, "target": target,
               "blind_ids": self.blind[0][blind], "blind_valid": self.blind[1][blind],
               "blind_target": self.blind[2][blind]}
     if r.neighbour_weight > 0:
@@ -420,6 +508,34 @@ class Batches(base.Batches):
       arrays["target"][slot != np.repeat(keyed, r.questions_per_image)] = False
     self.step += 1
     return arrays, rows
+
+  def relabel(self, images: np.ndarray, rows: np.ndarray, keep: np.ndarray, ids: np.ndarray, valid: np.ndarray,
+              target: np.ndarray) -> None:
+    """Answer the questions of each image that lost visual tokens about the objects it still shows, in place:
+    an object is seen if any cell it touches is kept (`answer_on` on those objects). A question that has no
+    answer there (its object gone, a count of 0, a relation no longer unique) is not trained on this step.
+    ids/valid/target [B, S]: the rows' suffixes; images [Bi], rows [B] image-major, keep [Bi, P]."""
+    kept = keep[:, self.visual_slots]  # [Bi, Nv]
+    q = self.recipe.questions_per_image
+    for b in np.flatnonzero(~kept.all(axis=1)):
+      seen = (self.split.object_cells[images[b]] & kept[b]).any(axis=1)  # [objects]
+      self.relabelled["rows"] += q
+      if seen.all():  # every object still shows: every answer stands
+        continue
+      objects = [o for o, s in zip(self.split.objects[images[b]], seen) if s]
+      for slot in range(b * q, (b + 1) * q):
+        question, answer = self.split.questions[rows[slot]], self.split.answers[rows[slot]]
+        solved = answer_on(*question_spec(question), objects)
+        if solved is None:
+          target[slot] = False
+          self.relabelled["dropped"] += 1
+        elif solved[0] != answer:
+          tokens = self.question_tokens[question] + self.split.answer_tokens[solved[0]]
+          answer_len = len(self.split.answer_tokens[solved[0]])
+          ids[slot], valid[slot], target[slot] = self.pad_id, False, False
+          ids[slot, :len(tokens)], valid[slot, :len(tokens)] = tokens, True
+          target[slot, len(tokens) - answer_len - 1:len(tokens) - 1] = True
+          self.relabelled["changed"] += 1
 
 
 def neighbour_probe(width: int, seed: int):
@@ -564,9 +680,9 @@ questions). Stage 1
 ({pretrain_steps} steps, {stage1_minutes} min): the tower alone, with per-8-px-cell heads for colour, shape
 (background included) and the object's centre cell; test-cell accuracy {stage1_acc}. Stage 2 ({steps} steps of
 {batch_size} questions + {blind_per_step} blind, {train_minutes} min): tower frozen, projector + decoder with
-teacher forcing{grow_text}; {drop_pct} of the images keep a random {min_keep}..{num_patches} of their visual tokens
-and {evidence_pct} keep as many with one of their questions' referenced cells first (dropped before the LLM,
-renumbered as K = 0 pruning does). Why: K = 0 pruning reads tokens whose content the
+teacher forcing{grow_text}; {drop_pct} of the images keep a random {min_keep}..{num_patches} ({keep_draw}) of their
+visual tokens and {evidence_pct} keep as many with one of their questions' referenced cells first (dropped before
+the LLM, renumbered as K = 0 pruning does).{relabel_text} Why: K = 0 pruning reads tokens whose content the
 tower alone decides; a per-cell objective and a frozen tower keep each token about its own cell and object.
 Uniform drops alone teach counting by density (the share of kept cells of a colour), which over-counts any kept
 set that favours the evidence; the evidence-first share puts such sets in training.{neighbour_text}
@@ -609,7 +725,12 @@ def model_card(*, recipe: Recipe, cfg, command: str, n_params: int, info: dict, 
       stage1_acc=", ".join(f"{k} {pct(a)}" for k, a in stage1["test"].items()) or "n/a",
       steps=recipe.steps, batch_size=recipe.batch_size, grow_text=grow_text, blind_per_step=recipe.blind_per_step,
       train_minutes=f"{info['seconds'] / 60:.1f}", drop_pct=pct(recipe.visual_drop_prob),
-      evidence_pct=pct(recipe.evidence_drop_prob), neighbour_text="" if not recipe.neighbour_weight else (
+      evidence_pct=pct(recipe.evidence_drop_prob), keep_draw="log-uniform" if recipe.log_keep else "uniform",
+      relabel_text="" if not recipe.relabel_drops else (
+          " The questions of such an image are answered about the objects its kept tokens still show (any cell "
+          "kept), and not trained on where they have no answer there, so the model reports what it sees instead "
+          "of inferring a count or an object from what is left of a colour."),
+      neighbour_text="" if not recipe.neighbour_weight else (
           f" An auxiliary loss (weight {recipe.neighbour_weight:g}, training only) had a linear probe read, from "
           f"the visual tokens' states after decoder layer {recipe.neighbour_layer}"
           f"{' of the shallow decoder' if grown else ''}, the colour and shape of the nearest object left of and "
@@ -741,7 +862,8 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
   trained = dataclasses.replace(recipe, lr=recipe.deep_lr) if grow and recipe.deep_lr is not None else recipe
   layer = grown_positions(recipe.grow_from_layers, recipe.text_layers)[recipe.neighbour_layer] if grow else \
       recipe.neighbour_layer
-  info = base.train(model, trained, train_split, tokenizer.pad_token_id, batches=make_batches(draws), **aux(layer))
+  batches = make_batches(draws)
+  info = base.train(model, trained, train_split, tokenizer.pad_token_id, batches=batches, **aux(layer))
   info["stage1"] = stage1
   info["grown"] = grown
   info["load"] = (load_at_start, os.getloadavg()[0])
@@ -764,7 +886,8 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
              "grow_losses": info["grown"]["losses"] if info["grown"] else None,
              "steps": recipe.steps, "steps_per_second": info["steps_per_second"], "train_seconds": info["seconds"],
              "total_seconds": seconds, "losses": info["losses"],
-             "answer_losses": info["family_losses"], "checkpoint_mb": size_mb, "params": n_params,
+             "answer_losses": info["family_losses"], "relabelled": batches.relabelled,
+             "checkpoint_mb": size_mb, "params": n_params,
              "out": str(out)}
   lists = ("losses", "answer_losses", "stage1_losses", "grow_losses")
   print(json.dumps({k: v for k, v in summary.items() if k not in lists}, indent=2), flush=True)
@@ -814,6 +937,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument("--test-images", type=int, default=scenes.SPLIT_SIZES["test"], help="first N test items")
   p.add_argument("--visual-drop-prob", type=float, default=d.visual_drop_prob)
   p.add_argument("--min-visual-keep", type=int, default=d.min_visual_keep)
+  p.add_argument("--keep-draw", choices=("log", "uniform"), default="log" if d.log_keep else "uniform",
+                 help="how a dropped image's kept count is drawn in [--min-visual-keep, 144] (default: %(default)s)")
+  p.add_argument("--no-relabel-drops", dest="relabel_drops", action="store_false",
+                 help="answer an image's questions about the whole image even when tokens were dropped "
+                      "(default: about the objects that any kept token shows)")
   p.add_argument("--evidence-drop-prob", type=float, default=d.evidence_drop_prob,
                  help="share of training images that keep a random k visual tokens, one question's evidence first")
   p.add_argument("--focus-fraction", type=float, default=d.focus_fraction,
@@ -880,6 +1008,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       vision_pretrain_lr=args.vision_pretrain_lr,
       train_images=args.train_images, visual_drop_prob=args.visual_drop_prob, min_visual_keep=args.min_visual_keep,
       evidence_drop_prob=args.evidence_drop_prob, neighbour_weight=args.neighbour_weight,
+      log_keep=args.keep_draw == "log", relabel_drops=args.relabel_drops,
       neighbour_layer=args.neighbour_layer,
       focus_fraction=args.focus_fraction, grow_from_layers=args.grow_from_layers, grow_steps=args.grow_steps,
       grow_fraction=args.grow_fraction, deep_lr=args.deep_lr, question_mix=args.question_mix,
