@@ -91,7 +91,9 @@ def build_grid(args, cfg, task_signals: frozenset[str] = frozenset()) -> tuple[l
         except PlanError as e:
           if "layer 0" not in str(e):  # only the "signal does not exist at this layer" case is skippable
             raise EvalError(str(e)) from None
-          skipped, why = skipped + [layer] * (layer not in skipped), str(e).split(": ", 1)[1]
+          if layer not in skipped:
+            skipped.append(layer)
+          why = str(e).split(": ", 1)[1]
     if skipped:  # one note per method, not one per (layer, budget)
       notes.append(f"skipped {method}@{','.join(map(str, skipped))}: {why}")
     if not valid:

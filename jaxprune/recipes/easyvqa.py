@@ -298,9 +298,16 @@ def split_prompts(split: Split, pad_id: int) -> tuple[np.ndarray, np.ndarray, np
   valid = np.zeros((len(suffixes), length), bool)
   target = np.zeros((len(suffixes), length), bool)
   for i, (x, a) in enumerate(zip(suffixes, split.answer_ids)):
-    ids[i, :len(x)], valid[i, :len(x)] = x, True
-    target[i, len(x) - len(a) - 1:len(x) - 1] = True
+    write_suffix(ids, valid, target, i, x, len(a))
   return prefix, ids, valid, target
+
+
+def write_suffix(ids: np.ndarray, valid: np.ndarray, target: np.ndarray, row: int, suffix: list[int],
+                 answer_len: int) -> None:
+  """Row `row` of right-padded suffix arrays [N, S] (cleared beforehand) := `suffix` (question + `assistant :` +
+  answer + EOS, the last `answer_len` tokens being answer + EOS); target marks the positions predicting them."""
+  ids[row, :len(suffix)], valid[row, :len(suffix)] = suffix, True
+  target[row, len(suffix) - answer_len - 1:len(suffix) - 1] = True
 
 
 class Batches:

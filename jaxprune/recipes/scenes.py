@@ -384,20 +384,19 @@ def load_split(split: str, num_images: int, tokenizer, cfg, *, questions_per_ima
       generated.append(k == 0)
       relevant.append(np.any([object_cells[r] for r in referenced], axis=0) if referenced
                       else np.zeros(GRID * GRID, bool))
-  prompt_of, blind_of, answer_of = {}, {}, {}  # a few hundred distinct strings: tokenize each once
-  for q, a in zip(questions, answers):
+  prompt_of, blind_of = {}, {}  # a few hundred distinct strings: tokenize each once
+  for q in questions:
     if q not in prompt_of:
       prompt_of[q] = build_prompt(tokenizer, q, image_token_id=cfg.image_token_id,
                                   num_image_tokens=cfg.num_image_tokens)
       blind_of[q] = build_prompt(tokenizer, q, image_token_id=None, num_image_tokens=0)
       if tokenizer.unk_token_id in prompt_of[q].ids:
         raise ValueError(f"scenes {split}: the tokenizer has no word for part of {q!r}")
-    answer_of.setdefault(a, tokenizer.encode(a, add_special_tokens=False) + [tokenizer.eos_token_id])
-  every_answer = {*scenes.COLOURS, *scenes.SHAPES, "yes", "no", *(str(k) for k in scenes.COUNTS)}
-  answer_tokens = {a: answer_of.get(a) or tokenizer.encode(a, add_special_tokens=False) + [tokenizer.eos_token_id]
-                   for a in every_answer}
+  # every answer the task has, not only this split's: a relabelled question may need any of them
+  every_answer = {*scenes.COLOURS, *scenes.SHAPES, "yes", "no", *(str(k) for k in scenes.COUNTS), *answers}
+  answer_tokens = {a: tokenizer.encode(a, add_special_tokens=False) + [tokenizer.eos_token_id] for a in every_answer}
   return ScenesSplit(questions, answers, kinds, [prompt_of[q] for q in questions], [blind_of[q] for q in questions],
-                     [answer_of[a] for a in answers], np.asarray(index, np.int32), clip_pixels(images),
+                     [answer_tokens[a] for a in answers], np.asarray(index, np.int32), clip_pixels(images),
                      cells=cells, neighbours=neighbours, generated=np.asarray(generated),
                      relevant=np.asarray(relevant, bool), objects=objects_of, object_cells=object_cells_of,
                      answer_tokens=answer_tokens)
@@ -530,11 +529,9 @@ class Batches(base.Batches):
           target[slot] = False
           self.relabelled["dropped"] += 1
         elif solved[0] != answer:
-          tokens = self.question_tokens[question] + self.split.answer_tokens[solved[0]]
-          answer_len = len(self.split.answer_tokens[solved[0]])
+          answer_ids = self.split.answer_tokens[solved[0]]
           ids[slot], valid[slot], target[slot] = self.pad_id, False, False
-          ids[slot, :len(tokens)], valid[slot, :len(tokens)] = tokens, True
-          target[slot, len(tokens) - answer_len - 1:len(tokens) - 1] = True
+          base.write_suffix(ids, valid, target, slot, self.question_tokens[question] + answer_ids, len(answer_ids))
           self.relabelled["changed"] += 1
 
 
