@@ -28,8 +28,11 @@ Memory is labelled by what was measured: on GPU, `torch.cuda.max_memory_allocate
 `peak_bytes_in_use` (both include weights); on CPU, the peak RSS above the pre-call RSS during one steady-state
 call (Linux `clear_refs`/`VmHWM`; allocator caching can hide reuse). Per jaxprune program the compiler's
 `memory_analysis()` temp bytes are reported too. FLOPs come from `jaxprune.cost.prefill_flops` (vision included,
-lm_head on the last position) at the bucketed length; MFU uses `--peak-tflops`, by default measured by timing
-a large jitted matmul in the run's dtype on the device. Ratios are measured in one run: compare within a run.
+lm_head on the last position) at the bucketed length. MFU is reported against three peaks, each timed in the same
+rounds as the prefills: XLA's own large jitted matmul in the run's dtype (`--peak-tflops` replaces it), a vendor BLAS
+matmul (numpy's BLAS in float32 on CPU, torch's cuBLAS in the run's dtype on GPU; the MFU target reads this one),
+and on CPU the nominal rate of the cores from `lscpu` (physical cores x clock x vector lanes x 2 for FMA x 2 FMA
+units per core, an assumption that is printed). Ratios are measured in one run: compare within a run.
 
 On a shared CPU, torch's OpenMP threads degrade far more than XLA's thread pool when another process takes a
 core (a [4, 576] x [576, 1536] matmul: 16 ms with 2 threads vs 0.3 ms with 1 under load), which inflates
@@ -53,6 +56,7 @@ import json
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -220,14 +224,64 @@ def peak_matmul_timer(dtype: jnp.dtype, on_gpu: bool) -> tuple[Timer, int]:
   return Timer(jax.jit(lambda x, y: x @ y), jax.block_until_ready, lambda: (a, a)), n
 
 
-def cpu_name() -> str:
+def blas_matmul_timer(dtype: str, on_gpu: bool, torch_module) -> tuple[Timer, int, str]:
+  """A large square matmul by the vendor BLAS, outside XLA: (timer, n, label). GPU: torch (cuBLAS) in `dtype`;
+  CPU: numpy's BLAS in float32 (it has no bfloat16 kernels) on every core it uses."""
+  if on_gpu:
+    n = 8192
+    a = torch_module.randn(n, n, device="cuda", dtype=getattr(torch_module, dtype))
+    sync = lambda _: torch_module.cuda.synchronize()
+    return Timer(torch_module.matmul, sync, lambda: (a, a)), n, f"torch cuBLAS {n}x{n} {dtype} matmul"
+  n = 2048
+  a = np.random.RandomState(0).randn(n, n).astype(np.float32)
+  try:
+    blas = np.__config__.CONFIG["Build Dependencies"]["blas"]["name"]
+  except (AttributeError, KeyError, TypeError):
+    blas = "BLAS"
+  return Timer(np.matmul, lambda _: None, lambda: (a, a)), n, f"numpy ({blas}) {n}x{n} float32 matmul"
+
+
+def lscpu() -> dict[str, str]:
+  """`lscpu`'s fields ({} where it is missing)."""
+  try:
+    text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+  except (OSError, subprocess.SubprocessError):
+    return {}
+  return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if v.strip()}
+
+
+def _cpuinfo(field: str) -> str | None:
   try:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
+      if line.startswith(field):
         return line.split(":", 1)[1].strip()
   except OSError:
     pass
-  return platform.processor() or platform.machine()
+  return None
+
+
+def cpu_name() -> str:
+  """lscpu's model name (else /proc/cpuinfo's, else what platform says)."""
+  return lscpu().get("Model name") or _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def nominal_cpu_peak(dtype: str) -> tuple[float | None, str]:
+  """The datasheet rate of the cores this process may use, from lscpu: (TFLOP/s or None, how it was computed)."""
+  info = lscpu()
+  flags = set(info.get("Flags", "").split())
+  mhz = info.get("CPU max MHz") or info.get("CPU MHz") or _cpuinfo("cpu MHz")
+  bits = 512 if "avx512f" in flags else 256 if "avx2" in flags or "avx" in flags else 128 if flags & {
+      "sse2", "asimd"} else None
+  if not mhz or bits is None:
+    return None, f"unknown (lscpu gives no {'clock' if not mhz else 'vector width'})"
+  lanes = bits // 32 * (2 if dtype == "bfloat16" and "avx512_bf16" in flags else 1)
+  fma = 2 if flags & {"fma", "avx512f", "asimd"} else 1  # a fused multiply-add counts 2 FLOPs
+  units = 2  # FMA units per core: not in lscpu; 2 on current x86 server cores (some parts have 1)
+  threads = max(1, int(info.get("Thread(s) per core", "1") or 1))
+  cores = max(1, len(os.sched_getaffinity(0)) // threads)
+  tflops = cores * float(mhz) * 1e6 * lanes * fma * units / 1e12
+  return tflops, (f"lscpu: {cores} core(s) x {float(mhz):.0f} MHz x {lanes} {dtype} lanes ({bits}-bit) x {fma} (FMA) "
+                  f"x {units} FMA units/core (assumed)")
 
 
 # ------------------------------------------------------------------------------------------ models, inputs
@@ -454,6 +508,8 @@ def main() -> None:
   peak_timer, peak_n = peak_matmul_timer(dtype, on_gpu)
   if args.peak_tflops is None:
     timers.append(peak_timer)
+  blas_timer, blas_n, blas_label = blas_matmul_timer(spec.dtype, on_gpu, torch)
+  timers.append(blas_timer)
   load = [os.getloadavg()]
   for t in timers:
     if t.first_s is None:
@@ -498,6 +554,8 @@ def main() -> None:
   peak_tflops = args.peak_tflops or 2 * peak_n**3 / (peak_timer.median_ms / 1e3) / 1e12
   peak_source = ("--peak-tflops" if args.peak_tflops else
                  f"measured: jitted {peak_n}x{peak_n} {spec.dtype} matmul, timed in the same rounds")
+  blas_tflops = 2 * blas_n**3 / (blas_timer.median_ms / 1e3) / 1e12
+  nominal_tflops, nominal_source = (None, "not computed on GPU") if on_gpu else nominal_cpu_peak(spec.dtype)
 
   # ---- ratios
   torch_row, base = rows[0], rows[1]
@@ -515,7 +573,9 @@ def main() -> None:
     out.update(prefill_ms=pre, decode_ms=dec, prefill_runs_ms=tm["prefill"].times_ms,
                decode_runs_ms=tm["decode"].times_ms, prefill_compile_s=tm["prefill"].compile_s,
                decode_compile_s=tm["decode"].compile_s, prefill_vs_torch=tp / pre, decode_vs_torch=td / dec,
-               mfu=row["flops"] / (pre / 1e3) / (peak_tflops * 1e12))
+               mfu=row["flops"] / (pre / 1e3) / (peak_tflops * 1e12),
+               mfu_blas=row["flops"] / (pre / 1e3) / (blas_tflops * 1e12),
+               mfu_nominal=row["flops"] / (pre / 1e3) / (nominal_tflops * 1e12) if nominal_tflops else None)
     for what in ("prefill", "decode"):  # the spread of the unpinned runs beside their median
       spread = tm[what].spread()
       out.update({f"{what}_min_ms": spread["min_ms"], f"{what}_max_ms": spread["max_ms"]})
@@ -548,7 +608,7 @@ def main() -> None:
     targets.append({"name": f"score+select share {r['plan']}", "measured": r["score_share_of_unpruned"],
                     "target": OVERHEAD_TARGET, "op": "<=", "fmt": "{:.2%}"})
   if spec.mfu_target is not None:
-    targets.append({"name": "jaxprune unpruned prefill MFU", "measured": results[1]["mfu"],
+    targets.append({"name": "jaxprune unpruned prefill MFU (vs BLAS matmul)", "measured": results[1]["mfu_blas"],
                     "target": spec.mfu_target, "op": ">=", "fmt": "{:.1%}"})
   for t in targets:
     ok = t["measured"] >= t["target"] if t["op"] == ">=" else t["measured"] <= t["target"]
@@ -565,7 +625,8 @@ def main() -> None:
       "dtype": spec.dtype, "batch": b, "prompt_lengths": batch.valid.sum(1).tolist(), "bucketed_length": length,
       "num_visual": nv, "decoder_layers": cfg.text.num_layers, "vision_layers_used": cfg.vision_layers_used,
       "decode_steps": n_steps, "runs": args.runs, "attention": args.attention, "peak_tflops": peak_tflops,
-      "peak_source": peak_source,
+      "peak_source": peak_source, "blas_peak_tflops": blas_tflops, "blas_peak_source": f"measured: {blas_label}, "
+      "timed in the same rounds", "nominal_peak_tflops": nominal_tflops, "nominal_peak_source": nominal_source,
       "weight_bytes": weight_bytes, "logits_max_abs_diff_vs_hf": logits_diff,
       "decode_token_agreement_vs_hf": token_agreement, "notes": notes,
       "loadavg_1min_per_round": [round(x[0], 2) for x in load],
@@ -591,6 +652,7 @@ def render(meta: dict, rows: list[dict], targets: list[dict], *, markdown: bool 
           "decode vs torch", *(["pinned: prefill ms", "prefill vs torch", "decode vs torch"] if pinned else []),
           "time/unpruned", "FLOPs/unpruned", "speedup/bound", "score+select", "MFU", "KV MiB (meas/analytic)",
           "peak MiB", "XLA temp MiB"]
+  head[head.index("MFU")] = "MFU vs XLA/BLAS/nominal"
   body = []
   for r in rows:
     bound = r.get("bound_efficiency")
@@ -603,7 +665,8 @@ def render(meta: dict, rows: list[dict], targets: list[dict], *, markdown: bool 
         f"{r['time_ratio']:.3f}" if "time_ratio" in r else "-",
         f"{r['flops_ratio']:.3f}" if "flops_ratio" in r else "-",
         "-" if bound is None or r["plan"] == "none" else f"{bound:.2f} {'PASS' if bound >= BOUND_TARGET else 'FAIL'}",
-        pct(r.get("score_share_of_unpruned")), f"{100 * r['mfu']:.1f}%",
+        pct(r.get("score_share_of_unpruned")), "/".join("-" if r.get(k) is None else f"{100 * r[k]:.1f}%"
+                                                        for k in ("mfu", "mfu_blas", "mfu_nominal")),
         f"{mib(r['kv_bytes'])}/{mib(r['kv_bytes_analytic'])}", mib(r.get("peak_bytes")), mib(r.get("xla_temp_bytes")),
     ])
   title = (f"prefill benchmark {meta['config']}: batch {meta['batch']}, L={meta['bucketed_length']} "
@@ -624,6 +687,10 @@ def render(meta: dict, rows: list[dict], targets: list[dict], *, markdown: bool 
           "prefill/decode vs torch = torch time / this row's time (decode vs torch's unpruned decode); "
           "speedup/bound = (unpruned/pruned time) / (unpruned/pruned FLOPs); score+select share of unpruned prefill; "
           "compile s = first call - median (prefill/decode; ~0 where an earlier row's program had the same shapes)"]
+  nominal = meta.get("nominal_peak_tflops")
+  info.append(f"MFU peaks: XLA matmul {meta['peak_tflops']:.3g} TFLOP/s; BLAS {meta['blas_peak_tflops']:.3g} TFLOP/s "
+              f"({meta['blas_peak_source']}); nominal {'-' if nominal is None else f'{nominal:.3g}'} TFLOP/s "
+              f"({meta['nominal_peak_source']}); CPU model (lscpu): {meta['processor']}")
   info += [f"note: {n}" for n in meta["notes"]]
   theader = ["target", "measured", "target", "result"]
   tbody = [[t["name"], t["fmt"].format(t["measured"]),

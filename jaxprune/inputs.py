@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxprune.data.common import convert_image
 from jaxprune.generate import Batch, pad_batch
 
 
@@ -35,7 +36,7 @@ def load_image(source: str | os.PathLike | bytes, *, name: str | None = None):
   except Exception as e:  # PIL's decoders raise SyntaxError, struct.error, EOFError, ... on damaged files
     raise InputError(f"image {label}: cannot be decoded ({type(e).__name__}: {_first_line(e)})") from None
   try:
-    return image.convert("RGB")
+    return convert_image(image, "RGB")  # 16-bit grayscale scaled to 8 bits, not clipped to white
   except Exception as e:
     raise InputError(f"image {label}: cannot be converted to RGB ({type(e).__name__}: {_first_line(e)})") from None
 

@@ -115,6 +115,29 @@ class Judge:
     return out
 
 
+def check_judge(model: str, dtype: Any = None) -> str:
+  """What `Judge(model, dtype=dtype)` will load, checked without reading weights (one JudgeError line if it cannot
+  be: no such model, no config or GGUF, no tokenizer) -> its identity "<weights digest>/<dtype>" (the judge's
+  part of an eval's run identity: another judge gives other verdicts). Cheap: run before any item is answered."""
+  import json
+  from jaxprune.convert.hf import MARKER, CheckpointError, resolve
+  from jaxprune.eval.records import weights_fingerprint
+  try:
+    resolved = resolve(model)
+  except CheckpointError as e:
+    raise JudgeError(f"--judge {model}: {e}") from None
+  ggufs = [resolved] if resolved.suffix == ".gguf" else sorted(resolved.glob("*.gguf")) if resolved.is_dir() else []
+  if not (resolved.is_dir() and (resolved / "config.json").exists()) and len(ggufs) != 1:
+    raise JudgeError(f"--judge {model}: not a checkpoint ({resolved} has no config.json and no single .gguf file)")
+  _tokenizer(Path(model).expanduser() if Path(model).expanduser().exists() else resolved, resolved, model)
+  if dtype is None and resolved.is_dir() and (resolved / MARKER).exists():
+    try:
+      dtype = json.loads((resolved / MARKER).read_text())["dtype"]
+    except (OSError, ValueError, KeyError, TypeError):
+      raise JudgeError(f"--judge {model}: {resolved / MARKER} is not a readable jaxprune header") from None
+  return f"{weights_fingerprint(resolved)}/{dtype or 'bfloat16'}"  # load_model's default for HF and GGUF
+
+
 def _tokenizer(path: Path, model_dir: Path, name: str):
   from transformers import AutoTokenizer
   try:

@@ -167,7 +167,18 @@ def summary_table(results: dict) -> str:
 
   out = [line(header), "  ".join("-" * w for w in widths)]
   out += [line(cells) for cells in body]
-  return "\n".join(out)
+  note = timing_note(results)
+  return "\n".join(out + ([note] if note else []))
+
+
+def timing_note(results: dict) -> str | None:
+  """What the prefill ms column is and how noisy it was (results with interleaved timings only)."""
+  noise, rounds = results.get("prefill_noise"), (results.get("prefill") or {}).get("rounds")
+  if noise is None:
+    return None
+  return (f"prefill ms: {rounds} interleaved rounds per timed batch, each plan against the unpruned prefill in the "
+          f"same rounds (median ratio x the unpruned median); timing noise ±{100 * noise:.1f}%: rows closer "
+          f"than that are a tie")
 
 
 def markdown_table(results: dict) -> str:
@@ -176,7 +187,8 @@ def markdown_table(results: dict) -> str:
   esc = lambda c: c.replace("|", "\\|")
   out = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if r else "---" for r in right) + "|"]
   out += ["| " + " | ".join(esc(c) for c in cells) + " |" for cells in body]
-  return "\n".join(out)
+  note = timing_note(results)
+  return "\n".join(out + (["", note] if note else []))
 
 
 # ------------------------------------------------------------------------------------ random control

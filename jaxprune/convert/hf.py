@@ -26,6 +26,7 @@ from jaxprune.models import registry, weights
 from jaxprune.models.base import Family
 
 MARKER = "jaxprune.json"  # written next to an orbax checkpoint; its presence identifies the format
+PARTIAL = "jaxprune.partial.json"  # there while a conversion writes the directory (MARKER comes last)
 FORMAT_VERSION = 1
 # Files copied next to a converted checkpoint so it stays self-contained (tokenizer, processor, templates).
 SIDE_FILE = re.compile(r"(tokenizer.*|special_tokens_map\.json|added_tokens\.json|.*\.model|vocab\.json|merges\.txt|"
@@ -43,6 +44,7 @@ class Loaded:
   hf_config: dict
   family: Family
   path: Path  # where config.json and tokenizer/processor files live
+  source: Path | None = None  # what was loaded: the HF or orbax directory, or the .gguf file
 
 
 def _abstract_model(family: Family, cfg: Any, dtype: jnp.dtype):
@@ -86,6 +88,7 @@ def fill_state(family: Family, cfg: Any, tensors: Iterable[tuple[str, Any]], dty
         continue  # e.g. encoder layers past the one LLaVA reads, or lm_head of a tied model
       raise CheckpointError(f"{source}: weight {key!r} maps to {target!r}, which this config does not have")
     array = np.asarray(tensor)
+    _check_float(array, expected[target].dtype, f"{source}: weight {key!r}")
     want = tuple(expected[target].shape)
     got = fn(array).shape if fn else array.shape
     if got != want:
@@ -101,6 +104,13 @@ def fill_state(family: Family, cfg: Any, tensors: Iterable[tuple[str, Any]], dty
                           f"e.g. {_hf_key_of(missing[0], rules, seen)!r} (jaxprune {missing[0]!r})")
   flat = [(p, v.replace(values[_path_str(p)])) for p, v in nnx.to_flat_state(state)]
   return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def _check_float(array: np.ndarray, want: Any, what: str) -> None:
+  """A float weight stored as integers (int8 quantised, say) would be cast to garbage without a word."""
+  if jnp.issubdtype(want, jnp.floating) and not jnp.issubdtype(array.dtype, jnp.floating):
+    raise CheckpointError(f"{what} is stored as {array.dtype}; a float weight (float32, bfloat16 or float16) is "
+                          f"expected (quantised checkpoints are not supported: dequantise them first)")
 
 
 def _check_finite(array: np.ndarray, source_array: Any, what: str) -> None:
@@ -187,13 +197,15 @@ def _config(hf_config: Mapping, source: str) -> tuple[Family, Any]:
     return family, family.config_from_hf(hf_config)
   except KeyError as e:
     raise CheckpointError(f"{source}: config.json lacks key {e.args[0]!r}") from None
+  except ValueError as e:  # a family's own check (an unsupported or inconsistent value): one line, named there
+    raise CheckpointError(str(e)) from None
 
 
 def load_hf_dir(path: Path, dtype: jnp.dtype, placement=None) -> Loaded:
   hf_config = read_hf_config(path)
   family, cfg = _config(hf_config, str(path / "config.json"))
   model = fill_state(family, cfg, iter_safetensors(path), dtype, str(path), placement)
-  return Loaded(model, cfg, hf_config, family, path)
+  return Loaded(model, cfg, hf_config, family, path, path)
 
 
 def load_gguf(file: Path, dtype: jnp.dtype, placement=None) -> Loaded:
@@ -204,33 +216,99 @@ def load_gguf(file: Path, dtype: jnp.dtype, placement=None) -> Loaded:
   hf_config = hf.config.to_dict()
   family, cfg = _config(hf_config, str(file))
   tensors = ((k, v.detach().numpy()) for k, v in hf.state_dict().items())
-  return Loaded(fill_state(family, cfg, tensors, dtype, str(file), placement), cfg, hf_config, family, file.parent)
+  model = fill_state(family, cfg, tensors, dtype, str(file), placement)
+  return Loaded(model, cfg, hf_config, family, file.parent, file)
 
 
 # --------------------------------------------------------------------------------------------- orbax
 
 
-def save_orbax(loaded: Loaded, out: str | os.PathLike, *, tokenizer_source: Path | None = None) -> Path:
-  """Write `out/params` (orbax), `out/config.json`, `out/jaxprune.json` and tokenizer/processor files."""
-  import orbax.checkpoint as ocp
+def source_id(loaded_or_path: Loaded | str | os.PathLike) -> str:
+  """What a conversion converts, as its jaxprune.json records it: the absolute path of the HF directory, orbax
+  directory or .gguf file (a hub id's local snapshot)."""
+  if isinstance(loaded_or_path, Loaded):
+    loaded_or_path = loaded_or_path.source or loaded_or_path.path
+  return str(Path(loaded_or_path).resolve())
+
+
+def check_out_dir(out: str | os.PathLike, source: str) -> Path:
+  """`out` as an absolute path, if it may receive the conversion of `source`: new, empty, or an earlier
+  (finished or interrupted) conversion of the same source. Anything else is never overwritten."""
   out = Path(out).absolute()
+  if out.exists() and not out.is_dir():
+    raise CheckpointError(f"{out}: is a file, not a directory; give a new or empty directory to write to")
+  held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+  if not held:
+    return out
+  meta = _marker_or_none(out / MARKER) or _marker_or_none(out / PARTIAL)
+  if meta is not None and meta.get("source") == source:
+    return out
+  what = f"a conversion of {meta['source']}" if meta and meta.get("source") else \
+      f"{', '.join(held[:4])}{', ...' if len(held) > 4 else ''}"
+  raise CheckpointError(f"{out}: not empty (it holds {what}) and not a conversion of {source}; refusing to "
+                        f"overwrite it: give a new or empty directory")
+
+
+def _marker_or_none(file: Path) -> dict | None:
+  try:
+    meta = json.loads(file.read_text())
+  except (OSError, ValueError):
+    return None
+  return meta if isinstance(meta, dict) else None
+
+
+def save_orbax(loaded: Loaded, out: str | os.PathLike, *, tokenizer_source: Path | None = None) -> Path:
+  """Write `out/params` (orbax), `out/config.json`, `out/jaxprune.json` and tokenizer/processor files.
+
+  `out` must be new, empty or an earlier conversion of the same source (`check_out_dir`). While it is written,
+  jaxprune.partial.json names the source and jaxprune.json is absent (written last): an interrupted conversion is
+  refused on load, and the same command run again replaces it."""
+  import orbax.checkpoint as ocp
+  source = source_id(loaded)
+  out = check_out_dir(out, source)
+  dtype = str(jax.tree.leaves(nnx.state(loaded.model))[0].dtype)
+  meta = {"format": FORMAT_VERSION, "family": loaded.family.name, "dtype": dtype, "source": source}
   out.mkdir(parents=True, exist_ok=True)
+  (out / PARTIAL).write_text(json.dumps(meta))
+  (out / MARKER).unlink(missing_ok=True)
   if (out / "params").exists():
     shutil.rmtree(out / "params")
   with ocp.StandardCheckpointer() as ckpt:
     ckpt.save(out / "params", nnx.state(loaded.model))
-  dtype = str(jax.tree.leaves(nnx.state(loaded.model))[0].dtype)
   (out / "config.json").write_text(json.dumps(loaded.hf_config, indent=2, default=str))
   for f in (tokenizer_source or loaded.path).iterdir():
     if f.is_file() and SIDE_FILE.fullmatch(f.name) and f.parent != out:
       shutil.copy2(f, out / f.name)
-  (out / MARKER).write_text(json.dumps({"format": FORMAT_VERSION, "family": loaded.family.name, "dtype": dtype}))
+  (out / MARKER).write_text(json.dumps(meta))
+  (out / PARTIAL).unlink()
   return out
+
+
+def read_marker(path: Path) -> dict:
+  """jaxprune.json of an orbax directory, checked: a JSON object with a float `dtype`."""
+  file = path / MARKER
+  try:
+    meta = json.loads(file.read_text())
+  except OSError as e:
+    raise CheckpointError(f"{file}: cannot be read ({e.strerror or type(e).__name__})") from None
+  except ValueError as e:
+    raise CheckpointError(f"{file}: invalid JSON ({e})") from None
+  if not isinstance(meta, dict):
+    raise CheckpointError(f"{file}: expected a JSON object, got {type(meta).__name__}")
+  if "dtype" not in meta:
+    raise CheckpointError(f"{file}: lacks key 'dtype' (the dtype the parameters were saved in)")
+  try:
+    dtype = jnp.dtype(meta["dtype"])
+  except (TypeError, ValueError):
+    dtype = None
+  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+    raise CheckpointError(f"{file}: key 'dtype' is {meta['dtype']!r}, not a float dtype (float32, bfloat16, float16)")
+  return meta
 
 
 def load_orbax(path: Path, dtype: jnp.dtype | None, placement=None) -> Loaded:
   import orbax.checkpoint as ocp
-  meta = json.loads((path / MARKER).read_text())
+  meta = read_marker(path)
   if not (path / "params").is_dir():
     raise CheckpointError(f"{path}: {MARKER} is present but the orbax 'params' directory is missing")
   hf_config = read_hf_config(path)
@@ -256,7 +334,7 @@ def load_orbax(path: Path, dtype: jnp.dtype | None, placement=None) -> Loaded:
     if jnp.issubdtype(v.dtype, jnp.floating) and not bool(jnp.isfinite(v[...]).all()):
       _check_finite(np.asarray(v[...]), v[...], f"{params}: array {_path_str(p)!r}")
   state = jax.tree.map(lambda x: x.astype(dtype), state)
-  return Loaded(nnx.merge(graphdef, state), cfg, hf_config, family, path)
+  return Loaded(nnx.merge(graphdef, state), cfg, hf_config, family, path, path)
 
 
 def _unreadable_orbax_array(params: Path, abstract) -> str | None:
@@ -288,7 +366,7 @@ def abstract_state_of(name_or_path: str | os.PathLike, dtype: jnp.dtype | str | 
   if not (path / "config.json").exists():
     return None
   if dtype is None and (path / MARKER).exists():
-    dtype = json.loads((path / MARKER).read_text())["dtype"]
+    dtype = read_marker(path)["dtype"]
   family, cfg = _config(read_hf_config(path), str(path / "config.json"))
   return nnx.state(_abstract_model(family, cfg, jnp.dtype(dtype or jnp.bfloat16)))
 
@@ -323,7 +401,8 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: jnp.dtype | str | None
 
   `dtype` is the parameter and compute dtype; None means as stored for an orbax checkpoint and bfloat16
   (the default for real models) for Hugging Face and GGUF sources. With a `mesh`, every weight is placed
-  straight onto its shards by `jaxprune.sharding`'s rules.
+  straight onto its shards by `jaxprune.sharding`'s rules. `Loaded.source` is the path it names (a preset or hub
+  id resolved to its local directory).
   """
   placement = None
   if mesh is not None:
@@ -331,6 +410,13 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: jnp.dtype | str | None
     placement = functools.partial(sharding_for, mesh)  # given the abstract model: whole attention heads
   dtype = None if dtype is None else jnp.dtype(dtype)
   path = resolve(name_or_path)
+  return dataclasses.replace(_load_path(path, dtype, placement), source=path)
+
+
+def _load_path(path: Path, dtype: jnp.dtype | None, placement) -> Loaded:
+  if (path / PARTIAL).exists():
+    raise CheckpointError(f"{path}: the conversion writing it did not finish ({PARTIAL} is still there); run "
+                          f"it again")
   if path.is_file():
     if path.suffix == ".gguf":
       return load_gguf(path, dtype or jnp.bfloat16, placement)

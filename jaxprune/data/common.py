@@ -143,7 +143,24 @@ def decode_image(image: bytes, mode: str | None = "RGB") -> np.ndarray:
   from PIL import Image
 
   with Image.open(io.BytesIO(image)) as im:
-    return np.asarray(im.convert(mode) if mode else im)
+    return np.asarray(convert_image(im, mode) if mode else im)
+
+
+# PIL modes of one 16-bit (or wider integer) channel: a 16-bit grayscale PNG opens as I;16, older Pillow gives I
+_WIDE_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def convert_image(image: Any, mode: str = "RGB") -> Any:
+  """PIL `image.convert(mode)`, except that a 16-bit grayscale image is scaled to 8 bits first (0..65535 ->
+  0..255, rounded). PIL's own conversion clips every value above 255 to white, so such a PNG decodes nearly
+  white. 16-bit RGB(A) PNGs need nothing: PIL already keeps their high bytes."""
+  from PIL import Image
+
+  if image.mode not in _WIDE_GRAY:
+    return image.convert(mode)
+  levels = np.asarray(image).astype(np.int64)
+  gray = np.clip((levels + 128) // 257, 0, 255).astype(np.uint8)  # round(v * 255 / 65535)
+  return Image.fromarray(gray, mode="L").convert(mode)
 
 
 def is_valid_image(image: bytes) -> bool:

@@ -172,12 +172,15 @@ def _prompt(row: Mapping[str, Any], question: str) -> str:
 def row_to_item(
     row: Mapping[str, Any], capability: str, index: int, base_dir: pathlib.Path | None = None
 ) -> dict[str, Any]:
-  """HF row -> common record; missing optional fields get defaults (id falls back to `<capability>-<index>`)."""
+  """HF row -> common record; missing optional fields get defaults (id falls back to `<capability>-<index>`).
+
+  `all_answers` as the harness reads it (`DatBenchSample.from_hf_row`): `[answer]` only when the row has none
+  (absent or null); an empty list stays empty, and an item scored against no answers scores 0, as there."""
   info = row.get("source_info")
   source = info.get("dataset") if isinstance(info, Mapping) else None
   question = "" if row.get("question") is None else str(row["question"])
   meta = _metadata(row)
-  return common.make_item(
+  item = common.make_item(
       id=row.get("id") or f"{capability}-{index:05d}",
       image=image_bytes(row.get("image"), base_dir),
       question=question,
@@ -189,10 +192,13 @@ def row_to_item(
       prompt=_prompt(row, question),
       metadata=meta,
   )
+  if isinstance(row.get("all_answers"), (list, tuple)) and not row["all_answers"]:
+    item["all_answers"] = []  # make_item fills an empty list with [answer]: not the harness's reading
+  return item
 
 
 class DatBench(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """DatBench; config name == capability (`datbench/<capability>/1.0.0/...`), split `test`.
+  """DatBench; config name == capability (`datbench/<capability>/1.1.0/...`), split `test`.
 
   Rows whose image bytes PIL cannot parse are kept as they are (with a warning):
   the eval reports such an item as failed rather than silently shrinking the
@@ -201,8 +207,9 @@ class DatBench(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """
 
   name = "datbench"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Common jaxprune item record; images as encoded bytes."}
+  VERSION = tfds.core.Version("1.1.0")  # a new version: copies prepared by 1.0.0 are rebuilt, not reused
+  RELEASE_NOTES = {"1.0.0": "Common jaxprune item record; images as encoded bytes.",
+                   "1.1.0": "An empty all_answers list stays empty (1.0.0 stored [answer] in its place)."}
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=c, description=f"DatBench {c}") for c in CAPABILITIES]
 
   def __init__(self, *, source_dir: str | os.PathLike[str] | None = None, **kwargs: Any):

@@ -1,7 +1,8 @@
 """The command line: flags (lmms-eval's spellings and --model_args too), their validation, and `main`.
 
-Heavy modules (jax, transformers, the run loop) are imported inside functions on purpose, so that `--help` and
-flag errors answer before any of them loads.
+Heavy modules (jax, transformers, the run loop) are imported inside functions on purpose, so that flag errors
+answer before any of them loads; `--help` loads only the model registry (jax, no transformers), for the names it
+lists under --model.
 """
 
 from __future__ import annotations
@@ -21,9 +22,27 @@ DTYPES = ("float32", "bfloat16", "float16")
 DESCRIPTION = "accuracy and cost of visual-token pruning plans, on blind-filtered data"
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+  def _split_lines(self, text, width):  # never inside a name: qwen2.5-vl-7b, not "qwen2.5-vl-" / "7b"
+    import textwrap
+    return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
+
 class LmmsEvalParser(argparse.ArgumentParser):
   """argparse that also takes lmms-eval's underscore spelling of every dashed long option (`--batch_size` for
-  `--batch-size`), options added later included; `--help` lists only the dashed spelling."""
+  `--batch-size`), options added later included; `--help` lists only the dashed spelling.
+
+  An action with a `lazy_help` callable gets its help text from it only when help is printed, so help that lists
+  a registry needing heavy imports costs nothing on every other path."""
+
+  def error(self, message: str):  # one line (exit 2), not the usage block and then the message
+    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+  def format_help(self):
+    for action in self._actions:
+      if callable(getattr(action, "lazy_help", None)):
+        action.help = action.lazy_help()
+    return super().format_help()
 
   def parse_known_args(self, args=None, namespace=None):
     args = sys.argv[1:] if args is None else list(args)
@@ -97,14 +116,29 @@ def _model_args_as_flags(parser: argparse.ArgumentParser, argv: Sequence[str], t
   return extra
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  p = LmmsEvalParser(prog="python -m jaxprune.eval", description=DESCRIPTION)
-  p.add_argument("--model", default="llava-easyvqa",
-                 help="registry name (llava, llava-easyvqa, llava-scenes), HF directory, orbax directory, .gguf or hub id")
+def _model_help() -> str:
+  """--model's help: the registry's names as they are now (the registry loads the model families: jax)."""
+  from jaxprune.models.registry import LOCAL_PRESETS, PRESETS
+  names = ", ".join([*LOCAL_PRESETS, *PRESETS])
+  return f"registry name ({names}), HF directory, orbax directory, .gguf file or hub id (default: %(default)s)"
+
+
+def _tasks_help() -> str:
+  from jaxprune.data import DATBENCH_CAPABILITIES, known_tasks  # light: no tfds, no jax
+  plain = [t for t in known_tasks() if not t.startswith("datbench:")]
+  return f"comma list: {', '.join(plain)}, datbench:<{'|'.join(DATBENCH_CAPABILITIES)}> (default: %(default)s)"
+
+
+SEED_MAX = 2**32 - 1  # the `random` method's jax key and the bootstrap's numpy generator both take it
+
+
+def build_parser() -> LmmsEvalParser:
+  p = LmmsEvalParser(prog="python -m jaxprune.eval", description=DESCRIPTION, formatter_class=_HelpFormatter)
+  p.add_argument("--model", default="llava-easyvqa").lazy_help = _model_help
   p.add_argument("--model-args", default=None, metavar="KEY=VALUE,...",
                  help="lmms-eval style: pretrained= or path= (the checkpoint, as --model), dtype=, "
                       "mesh=data=N,model=M")
-  p.add_argument("--tasks", default="easyvqa", help="comma list: easyvqa, datbench:<capability>")
+  p.add_argument("--tasks", default="easyvqa", help=_tasks_help())
   p.add_argument("--method", default=NONE,
                  help="comma list of pruning methods, each optionally with its own layer (fastv@2), or full plans "
                       "as results rows print them (fastv@8:288+latesim@16:64[aggregate=max]); 'none' = unpruned")
@@ -142,9 +176,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                  help="device mesh (default: every device on data, model-sharded only if weights do not fit)")
   p.add_argument("--distributed", action="store_true", help="multi-host: call jax.distributed.initialize()")
   p.add_argument("--no-plots", action="store_true")
+  return p
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  """Flags -> namespace; every value checked here (EvalError, one line naming the flag), before any heavy import."""
+  p = build_parser()
   args = p.parse_args(argv)
   if args.model_args:
     args = p.parse_args([*argv, *_model_args_as_flags(p, argv, args.model_args)])
+  _check_args(args)
+  return args
+
+
+def _check_args(args: argparse.Namespace) -> None:
   if args.batch_size < 1:
     raise EvalError(f"--batch-size {args.batch_size}: must be >= 1")
   if args.limit is not None and args.limit < 1:
@@ -157,7 +202,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   for flag in ("tasks", "method", "layer", "keep"):
     if getattr(args, flag) is not None and not split_list(getattr(args, flag)):
       raise EvalError(f"--{flag} {getattr(args, flag)!r}: empty list")
-  return args
+  if not args.output_path.strip():  # Path("") is the working directory
+    raise EvalError(f"--output-path {args.output_path!r}: empty; give the directory to write results to")
+  if not 0 <= args.seed <= SEED_MAX:
+    raise EvalError(f"--seed {args.seed}: must lie in [0, {SEED_MAX}]")
+  if args.time_batches < 0:
+    raise EvalError(f"--time-batches {args.time_batches}: must be >= 0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,28 +216,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("jaxprune demo: the shipped easy-VQA model, unpruned + a sweep of methods (python -m jaxprune.eval "
           "--help for options)", file=sys.stderr)
     argv = list(DEMO_ARGS)
-  # lazy on purpose: jax, transformers and the data layer load only once the flags are known to be good
-  from jaxprune.convert.hf import CheckpointError
-  from jaxprune.eval.loop import run
-  from jaxprune.sharding import initialize_distributed
-  args = None
   try:
     args = parse_args(argv)
-    args.argv = argv
-    initialize_distributed(args.distributed)  # before anything touches a JAX backend
-    results = run(args)
-  except (EvalError, CheckpointError) as e:
+  except EvalError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  args.argv = argv
+  try:
+    # lazy on purpose: jax, transformers and the data layer load only once the flags are known to be good
+    from jaxprune.convert.hf import CheckpointError
+    from jaxprune.eval.loop import run
+    from jaxprune.sharding import initialize_distributed
+    initialize_distributed(args.distributed)  # before anything touches a JAX backend
+    results = run(args)
   except KeyboardInterrupt:  # Ctrl-C: every finished batch is already on disk (130 = the shell's 128 + SIGINT)
-    if args is None:
-      print("interrupted", file=sys.stderr)
-      return 130
     samples = Path(args.output_path) / "samples.jsonl"
     saved = sum(1 for _ in samples.open("rb")) if samples.exists() else 0
     print(f"interrupted: {saved} finished sample(s) kept in {samples}; rerun the same command to resume",
           file=sys.stderr)
     return 130
+  except (EvalError, CheckpointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   out = Path(args.output_path)
   import jax  # loaded by the run already
   if jax.process_index() != 0:

@@ -39,6 +39,35 @@ def split_methods(text: str) -> list[str]:
   return list(dict.fromkeys(e.strip() for e in entries if e.strip()))
 
 
+def _layers_of(text: str, flag: str, num_layers: int) -> list[int]:
+  """`--layer 2,16` or the `2` of `--method fastv@2` -> layers, each checked against the model's depth."""
+  sep = "" if flag.endswith("@") else " "
+  try:
+    layers = [int(x) for x in split_list(text)]
+  except ValueError:
+    raise EvalError(f"{flag}{sep}{text}: expected comma-separated integers") from None
+  if not layers:
+    raise EvalError(f"{flag}{sep}{text}: no layer given (expected e.g. {flag}{sep}2)")
+  for layer in layers:
+    if not 0 <= layer < num_layers:
+      raise EvalError(f"{flag}{sep}{layer}: outside [0, {num_layers}) for this model ({num_layers} decoder layers)")
+  return layers
+
+
+def _split_entry(entry: str) -> tuple[str, str, str]:
+  """`fastv@2` -> ("fastv", "@", "2"); one line naming the entry for a malformed one (`@2`, `fastv@`, `none@1`)."""
+  method, at, pinned = entry.partition("@")
+  if at and not method.strip():
+    raise EvalError(f"--method {entry}: no method before '@' (expected method@layer, e.g. fastv@2)")
+  if method == NONE:
+    raise EvalError(f"--method {entry}: 'none' is the unpruned baseline and takes no layer")
+  if method not in METHODS:
+    raise EvalError(f"--method {method}: unknown method (known: none, {', '.join(METHODS)})")
+  if at and not pinned.strip():
+    raise EvalError(f"--method {entry}: no layer after '@' (expected method@layer, e.g. {method}@2)")
+  return method, at, pinned
+
+
 def build_grid(args, cfg, task_signals: frozenset[str] = frozenset()) -> tuple[list, list[str]]:
   """-> (plans: None for the baseline, else validated PrunePlans; notes on skipped combinations).
 
@@ -47,18 +76,7 @@ def build_grid(args, cfg, task_signals: frozenset[str] = frozenset()) -> tuple[l
   so any row can be run again by copying its plan. `task_signals`: what the tasks add (e.g. "relevance").
   """
   num_layers = cfg.num_layers
-
-  def layers_of(text: str, flag: str) -> list[int]:
-    sep = "" if flag.endswith("@") else " "
-    try:
-      layers = [int(x) for x in split_list(text)]
-    except ValueError:
-      raise EvalError(f"{flag}{sep}{text}: expected comma-separated integers") from None
-    for layer in layers:
-      if not 0 <= layer < num_layers:
-        raise EvalError(f"{flag}{sep}{layer}: outside [0, {num_layers}) for this model ({num_layers} decoder layers)")
-    return layers
-
+  layers_of = lambda text, flag: _layers_of(text, flag, num_layers)
   keeps = _parse_keeps(args.keep)
   plans, notes = [], []
   for entry in split_methods(args.method):
@@ -71,9 +89,7 @@ def build_grid(args, cfg, task_signals: frozenset[str] = frozenset()) -> tuple[l
       except PlanError as e:
         raise EvalError(f"--method {entry}: {e}") from None
       continue
-    method, at, pinned = entry.partition("@")
-    if method not in METHODS:
-      raise EvalError(f"--method {method}: unknown method (known: none, {', '.join(METHODS)})")
+    method, at, pinned = _split_entry(entry)
     options = (("seed", args.seed),) if method in SEEDED else ()
     # --layer applies only to methods without a pinned layer, so it is checked only when used
     if at:

@@ -15,10 +15,15 @@ Vocabulary, as in the harness:
 - `score`: the scorer's continuous value in [0, 1] (ANLS, VQA soft accuracy, token F1, ...);
 - `correct`: `score >= 0.5` (the harness's `is_correct`).
 The eval's result rows call the mean `score` over the direct items **`accuracy`** (the harness's
-`capability_accuracy`: sum of scores / number of items), and report the mean of `correct` as `correct_rate`.
-Items with `eval_mode == "judge"` are scored by an LLM judge (`jaxprune/judge.py`) when one is given and are
-otherwise reported on their own, never folded into `accuracy`. Sources the harness scores only through a judge
-(MathVerse) and OCRBench v2's full-page OCR items (see `ocrbench_v2`) come back with `supported=False`.
+aggregation, sum of scores / number of items, over the items it scores by rule), and report the mean of
+`correct` as `correct_rate`. Items with `eval_mode == "judge"` are scored by an LLM judge (`jaxprune/judge.py`)
+when one is given and are otherwise reported on their own, never folded into `accuracy`. The harness's own
+`compute_metrics` does fold them in: it scores every answered item with the rule scorer, judge items included,
+and its `capability_accuracy` is the mean over all of them; rows report that number as **`harness_accuracy`**
+(equal to `accuracy` when a capability has no judge items; None where an item is `supported=False`, see
+`summarise_scores`). Sources the harness scores only through a judge (MathVerse) and OCRBench v2's full-page
+OCR items (see `ocrbench_v2`) come back with `supported=False`. An empty `all_answers` list reaches the scorers
+empty, as in the harness (`jaxprune.data.datbench.row_to_item`): OCRBench v2 then scores against nothing (0).
 
 The package, one module per concern (each says which official file it mirrors):
 - `extract`: answer extraction (`extract_final_answer`), VQA normalisers, shared string helpers, `Sample`/`Details`;

@@ -198,9 +198,15 @@ def summarise_scores(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   """Capability summary as the harness computes it, over records with `score`, `correct`, `eval_mode`,
   `supported` and, for judged items, `judge_score`.
 
-  accuracy = mean score over direct, supported items (the harness's capability_accuracy);
-  correct_rate = share of those with score >= 0.5; judge items: judge_accuracy over the judged ones,
-  never mixed into `accuracy`; accuracy_with_judge = mean over direct + judged items.
+  accuracy = mean score over direct, supported items; correct_rate = share of those with score >= 0.5; judge
+  items: judge_accuracy over the judged ones, never mixed into `accuracy`; accuracy_with_judge = mean over
+  direct + judged items.
+
+  harness_accuracy = the number the official harness's `compute_metrics` reports as `capability_accuracy`: it
+  scores *every* answered item with its rule scorer, judge items included (their judge verdicts are not read
+  there), and divides by all of them. None when an item is one the harness cannot score that way here
+  (`supported=False`: MathVerse, whose rule scorer raises in the harness, and OCRBench v2's full-page OCR,
+  whose metric is not reproduced), since any number would not be the harness's.
   """
   direct = [r for r in records if r.get("eval_mode") != "judge" and r.get("supported", True)]
   judge = [r for r in records if r.get("eval_mode") == "judge"]
@@ -214,6 +220,8 @@ def summarise_scores(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
       "n_direct": len(direct), "n_judge": len(judge), "n_judged": len(judged), "n_unsupported": len(unsupported),
       "judge_accuracy": mean([r["judge_score"] for r in judged]),
       "accuracy_with_judge": mean(combined) if judged else None,
+      "harness_accuracy": None if any(not r.get("supported", True) for r in records)
+      else mean([r["score"] for r in records]),
   }
 
 

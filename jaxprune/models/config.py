@@ -16,6 +16,51 @@ def get_first(d: Mapping[str, Any], *names: str, default: Any = None) -> Any:
   return default
 
 
+def key_of(d: Mapping[str, Any], *names: str) -> str:
+  """The first of `names` that `d` sets (else the first name): how a config.json spells a key, for messages."""
+  return next((name for name in names if d.get(name) is not None), names[0])
+
+
+def check_token_ids(ids: Mapping[str, Any], text: TextConfig, *, in_vocab: tuple[str, ...] = ()) -> None:
+  """The special token ids a family reads from config.json ({key: value}), checked when the config loads ->
+  ValueError, one line naming the key and value, when one is not an int >= 0, equals another of them, equals a
+  text control token of the decoder (bos/eos/pad: that text would turn into visual slots), or lies outside the
+  decoder's vocab while its embedding is read (keys in `in_vocab`)."""
+  eos = text.eos_token_id if isinstance(text.eos_token_id, tuple) else (text.eos_token_id,)
+  owner = {v: k for k, v in [("pad_token_id", text.pad_token_id), ("bos_token_id", text.bos_token_id)] +
+           [("eos_token_id", e) for e in eos] if v is not None}
+  for key, value in ids.items():
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ValueError(f"config.json: {key}={value!r} is not a token id (an int >= 0)")
+    if key in in_vocab and value >= text.vocab_size:
+      raise ValueError(f"config.json: {key}={value} lies outside the decoder's vocab (vocab_size={text.vocab_size}): "
+                       f"the token has no embedding")
+    if value in owner:
+      raise ValueError(f"config.json: {key}={value} is also {owner[value]}={value}; each special token needs an id "
+                       f"of its own")
+    owner[value] = key
+
+
+def check_placeholder_token(tokenizer, token_id: int, key: str, token: str | None = None) -> None:
+  """config.json's `key` = `token_id` against the checkpoint's tokenizer, when the host is built (before any
+  prompt) -> ValueError, one line naming the key and value, when the id is an ordinary text token (not one of the
+  tokenizer's added or special tokens: that text would turn into image slots) or, given the placeholder text the
+  chat template and processor emit (`token`, e.g. "<image>"), when that text does not tokenize to the id."""
+  got = None if token is None else tokenizer.convert_tokens_to_ids(token)
+  if token is not None and got == token_id:
+    return
+  known = got is not None and (got != tokenizer.unk_token_id or token == tokenizer.unk_token)
+  theirs = f"; its image placeholder {token!r} is id {got}" if known else \
+      "" if token is None else f"; it has no token {token!r}"
+  special = set(getattr(tokenizer, "added_tokens_decoder", {})) | set(tokenizer.all_special_ids)
+  if 0 <= token_id < len(tokenizer) and token_id not in special:
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    raise ValueError(f"config.json: {key}={token_id} is the tokenizer's ordinary text token {piece!r}, which would "
+                     f"turn that text into image slots{theirs}")
+  if token is not None:
+    raise ValueError(f"config.json: {key}={token_id} does not match the tokenizer{theirs}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TextConfig:
   """A Llama-family decoder (Llama, SmolLM2, Vicuna, Mistral-style GQA; Qwen2 via `attention_bias`)."""

@@ -5,9 +5,12 @@ per (length bucket, plan). It is the `prune_points_fn` that `jaxprune.generate` 
 no model family: methods come from `prune/methods.py`, model facts from the family config (`VLMConfig`).
 
 Scores are always over the visual tokens currently in the sequence ([B, n] for n = tokens present, padded
-visual slots included: they score -inf, so they are dropped first). Vision-side and spatial scores are tables
-over the layout's slots, read through each token's `patch` slot, so they stay aligned however many stages ran
-before. Tokens made by a merge carry slot -1 and score lowest in such tables.
+visual slots included: they score -inf, and every real token outranks them whatever its score, so they are dropped
+first and a keep >= a prompt's real count keeps all of its tokens). A stage with keep >= n is skipped (bit-identical
+logits); one with keep between a prompt's real count and n drops only padded slots, and its logits equal the
+unpruned ones to float rounding only (the shorter sequence sums in another order). Vision-side and spatial scores
+are tables over the layout's slots, read through each token's `patch` slot, so they stay aligned however many
+stages ran before. Tokens made by a merge carry slot -1 and score lowest in such tables.
 """
 
 from __future__ import annotations
@@ -20,10 +23,16 @@ import jax.numpy as jnp
 
 from jaxprune.core.tokens import LayerTrace, Tokens, VisionSignals
 from jaxprune.models.base import language_model
-from jaxprune.prune import scorers
 from jaxprune.prune.methods import METHODS, Context
 from jaxprune.prune.plan import PrunePlan, Stage
-from jaxprune.prune.select import keep_image_tokens, renumber_positions, replace_image_tokens, split_positions
+from jaxprune.prune.select import (
+  keep_image_tokens,
+  renumber_positions,
+  replace_image_tokens,
+  split_positions,
+  take_rows,
+  top_k_real,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +66,8 @@ class Pruner:
       out = replace_image_tokens(tokens, image_idx, text_idx, *method.merge_tokens(ctx))
     else:
       scores = self.scores(stage, tokens, image_idx, text_idx, decoder, vision, trace)  # [B, n]
-      out = keep_image_tokens(tokens, image_idx, text_idx, scorers.top_k_indices(scores, stage.keep))
+      real = take_rows(tokens.valid, image_idx)  # [B, n] False at padded visual slots
+      out = keep_image_tokens(tokens, image_idx, text_idx, top_k_real(scores, real, stage.keep))
     return renumber_positions(out) if stage.reindex else out
 
   def scores(self, stage: Stage, tokens: Tokens, image_idx, text_idx, decoder, vision: VisionSignals,

@@ -8,7 +8,8 @@ A plan is an ordered tuple of stages `Stage(method, layer, keep, options)`:
   fixed token count; others take counts). Padded visual slots never count and are never kept.
 - Positions: at K >= 1 kept tokens keep their RoPE ids (gaps, as FastV); at K = 0 the LLM sequence is built
   from the kept tokens, so ids are contiguous (as VisionZip). Option `reindex` flips either default.
-- `keep >= tokens present` is the identity: the stage is skipped and logits are bit-identical.
+- `keep >=` the batch's visual slots is the identity: the stage is skipped and logits are bit-identical (a keep
+  below the padded slots but >= a prompt's real count keeps every real token; README says what holds there).
 
 Text form (CLI, results rows): `method@layer:keep[opt=value,...]`, stages joined by `+`, e.g.
 `fastv@8:288+fastv@16:144` or `latesim@2:64[aggregate=max]`; `none` is the empty plan.
@@ -21,6 +22,8 @@ import re
 from typing import Any
 
 from jaxprune.prune.methods import COMMON_OPTIONS, FREE_VALUES, METHODS, MethodError
+
+SEED_MAX = 2**32 - 1  # a `seed` option becomes a jax PRNG key
 
 
 class PlanError(ValueError):
@@ -62,11 +65,11 @@ class PrunePlan:
     return bool(self.stages)
 
   @classmethod
-  def single(cls, method: str, layer: int, keep: int | float, **options) -> "PrunePlan":
+  def single(cls, method: str, layer: int, keep: int | float, **options) -> PrunePlan:
     return cls((Stage(method, layer, keep, tuple(sorted(options.items()))),))
 
   @classmethod
-  def parse(cls, text: str) -> "PrunePlan":
+  def parse(cls, text: str) -> PrunePlan:
     text = text.strip()
     if text in ("", "none"):
       return cls()
@@ -85,7 +88,7 @@ class PrunePlan:
       stages.append(Stage(method, int(layer), _parse_keep(keep, part), tuple(sorted(options))))
     return cls(tuple(stages))
 
-  def validate(self, cfg: Any, task_signals: frozenset[str] = frozenset()) -> "PrunePlan":
+  def validate(self, cfg: Any, task_signals: frozenset[str] = frozenset()) -> PrunePlan:
     """Check every stage against the model's description (`models/base.py: VLMConfig`) and the signals the task
     adds (e.g. "relevance"); return the plan with ratios resolved to token counts."""
     if not self.stages:
@@ -131,15 +134,7 @@ class PrunePlan:
       if method.fixed_grid and (available is None or cfg.grid is None):
         raise PlanError(f"{where}: {stage.method} needs one fixed token grid per image; this model's visual "
                         f"tokens vary with the image")
-      allowed = dict(method.options + COMMON_OPTIONS)
-      for name, value in stage.options:
-        if name not in allowed:
-          raise PlanError(f"{where}: unknown option {name!r} for {stage.method} (options: {', '.join(allowed)})")
-        if name in FREE_VALUES:
-          if not isinstance(value, int) or isinstance(value, bool):
-            raise PlanError(f"{where}: option {name} must be an integer, got {value!r}")
-        elif value not in allowed[name]:
-          raise PlanError(f"{where}: option {name}={value!r} must be one of {allowed[name]}")
+      _check_options(where, stage, dict(method.options + COMMON_OPTIONS))
       checked = dataclasses.replace(stage, keep=keep)
       try:
         method.check(checked, cfg)
@@ -148,6 +143,19 @@ class PrunePlan:
       resolved.append(checked)
       previous = resolved[-1]
     return PrunePlan(tuple(resolved))
+
+
+def _check_options(where: str, stage: Stage, allowed: dict[str, tuple]) -> None:
+  for name, value in stage.options:
+    if name not in allowed:
+      raise PlanError(f"{where}: unknown option {name!r} for {stage.method} (options: {', '.join(allowed)})")
+    if name in FREE_VALUES:
+      if not isinstance(value, int) or isinstance(value, bool):
+        raise PlanError(f"{where}: option {name} must be an integer, got {value!r}")
+      if name == "seed" and not 0 <= value <= SEED_MAX:
+        raise PlanError(f"{where}: option seed must lie in [0, {SEED_MAX}], got {value}")
+    elif value not in allowed[name]:
+      raise PlanError(f"{where}: option {name}={value!r} must be one of {allowed[name]}")
 
 
 def _parse_keep(text: str, part: str) -> int | float:

@@ -32,6 +32,17 @@ def gather_tokens(tokens: Tokens, index: jax.Array) -> Tokens:
   return jax.tree.map(lambda x: take_rows(x, index), tokens)
 
 
+def top_k_real(scores: jax.Array, real: jax.Array, k: int) -> jax.Array:
+  """Indices of the k visual tokens to keep per row, ascending -> [B, k] int32: every real token before any
+  padded slot whatever its score (-inf and NaN included), so `k` >= a row's real count keeps all of them; then
+  by score, ties to the lower index, NaN as -inf (`scorers.top_k_indices`' order). scores/real [B, n]."""
+  s = scores.astype(jnp.float32) + 0.0  # -0.0 -> 0.0
+  s = jnp.where(jnp.isnan(s), -jnp.inf, s)
+  order = jnp.argsort(-s, axis=-1, stable=True)  # [B, n] best first
+  order = take_rows(order, jnp.argsort(~take_rows(real, order), axis=-1, stable=True))  # real ones first
+  return jnp.sort(order[:, :k], axis=-1).astype(jnp.int32)
+
+
 def keep_image_tokens(tokens: Tokens, image_idx: jax.Array, text_idx: jax.Array, kept: jax.Array) -> Tokens:
   """Keep all text and the image tokens at `kept` [B, k] (indices into image_idx) -> L' = L - Nv + k."""
   index = jnp.sort(jnp.concatenate([text_idx, take_rows(image_idx, kept)], axis=1), axis=1)

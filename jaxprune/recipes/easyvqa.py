@@ -21,16 +21,16 @@ import argparse
 import dataclasses
 import functools
 import json
+import math
 import os
 import platform
 import re
+import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-
-from jaxprune.core.tokens import ModelInputs
 
 IMAGE_SIZE = 64
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "<image>")  # ids 0..4, in this order
@@ -466,6 +466,7 @@ def loss_fn(model, batch: dict, *, tap_layer: int | None = None):
   tap_layer: also return the image prefix's hidden states [Bi, P, D] after that decoder layer (a third output).
   """
   import jax.numpy as jnp
+  from jaxprune.core.tokens import ModelInputs
   if "tower_states" in batch:  # frozen tower: its states were computed once
     features = model.projector(batch["tower_states"])  # [Bi, Nv, D]
   else:
@@ -483,6 +484,7 @@ def loss_fn(model, batch: dict, *, tap_layer: int | None = None):
 def check_shared_prefix(model, split: Split, pad_id: int, n: int = 6, tol: float = 1e-4) -> float:
   """Self-check: `shared_prefix_loss` equals the plain path (`Llava.input_tokens` + `prefill` on the full
   left-padded sequences, as generation runs them) on a few questions. -> max abs difference."""
+  from jaxprune.core.tokens import ModelInputs
   rows = np.arange(n)
   prefix, ids, valid, target = split_prompts(split, pad_id)
   images, image_of = np.unique(split.image_index[rows], return_inverse=True)
@@ -886,14 +888,80 @@ def run(task: str, out: str | os.PathLike, recipe: Recipe, *, train_limit: int |
   return summary
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  import sys
-  defaults = Recipe()
-  p = argparse.ArgumentParser(prog="python -m jaxprune.train", description=__doc__.split("\n\n")[0])
+# ---------------------------------------------------------------------------------------------- CLI
+
+SEED_MAX = 2**32 - 1  # numpy's generators and jax keys both take it
+
+
+class OneLineParser(argparse.ArgumentParser):
+  """argparse whose errors are one line: SystemExit carrying "prog: message" (`run_cli` prints it, exit 2)."""
+
+  def error(self, message: str):
+    raise SystemExit(f"{self.prog}: {message}")
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+  """`python -m` entry of a recipe: a refused flag (SystemExit with its one-line text) -> that line, exit 2."""
+  try:
+    main()
+  except SystemExit as e:
+    if isinstance(e.code, str):
+      print(e.code, file=sys.stderr)
+      raise SystemExit(2) from None
+    raise
+
+
+def check_at_least(p: argparse.ArgumentParser, flags: Mapping[str, tuple[Any, int]]) -> None:
+  """{flag: (value, lowest allowed)}; a None value (flag not given) passes."""
+  for flag, (value, low) in flags.items():
+    if value is not None and value < low:
+      p.error(f"{flag} must be >= {low}, got {value}")
+
+
+def check_rates(p: argparse.ArgumentParser, flags: Mapping[str, float | None]) -> None:
+  """Learning rates: finite and > 0 (NaN and inf refused too); a None value passes."""
+  for flag, value in flags.items():
+    if value is not None and not (math.isfinite(value) and value > 0):
+      p.error(f"{flag} must be a finite number > 0, got {value:g}")
+
+
+def check_seed(p: argparse.ArgumentParser, seed: int) -> None:
+  if not 0 <= seed <= SEED_MAX:
+    p.error(f"--seed must lie in [0, {SEED_MAX}], got {seed}")
+
+
+def check_out(p: argparse.ArgumentParser, out: str, prog: str) -> None:
+  """--out: a directory to create, or an earlier output of this recipe (its model card names `prog`); never a
+  file or a directory holding anything else, and checked before any training."""
+  path = Path(out).expanduser()
+  if not out.strip():
+    p.error("--out is empty: give the checkpoint directory to write")
+  if path.exists() and not path.is_dir():
+    p.error(f"--out {out}: is a file, not a directory")
+  if path.is_dir() and any(path.iterdir()):
+    card = path / "README.md"
+    if not (card.is_file() and prog in card.read_text(errors="replace")):
+      p.error(f"--out {out}: not empty and not an earlier output of {prog}; refusing to overwrite it: give a new or "
+              f"empty directory")
+  parent = path.absolute()
+  while not parent.exists():
+    parent = parent.parent
+  if not parent.is_dir():
+    p.error(f"--out {out}: {parent} is a file, so the directory cannot be made")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    p.error(f"--out {out}: {parent} is not writable")
+
+
+TRAIN_PROG = "python -m jaxprune.train"
+
+
+def _parser(defaults: Recipe) -> OneLineParser:
+  p = OneLineParser(prog=TRAIN_PROG, description=__doc__.split("\n\n")[0])
   p.add_argument("--task", default="easyvqa", choices=["easyvqa"])
   p.add_argument("--out", required=True, help="checkpoint directory to write (HF LLaVA format + README.md)")
   p.add_argument("--steps", type=int, default=defaults.steps)
-  p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+  p.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                 help="image-question sequences per step, a multiple of --questions-per-image")
   p.add_argument("--seed", type=int, default=defaults.seed)
   p.add_argument("--lr", type=float, default=defaults.lr)
   p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
@@ -918,7 +986,35 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument("--vision-layers", type=int, default=defaults.vision_layers_used, help="encoder layers that run")
   p.add_argument("--train-limit", type=int, default=None, help="first N training questions only (smoke runs)")
   p.add_argument("--test-limit", type=int, default=None, help="first N test questions only (smoke runs)")
+  return p
+
+
+def _check_flags(p: OneLineParser, args: argparse.Namespace, defaults: Recipe) -> None:
+  """Every flag, before anything heavy loads: a bad one is one line, never a late optax or shape error."""
+  check_at_least(p, {"--steps": (args.steps, 1), "--batch-size": (args.batch_size, 1),
+                     "--questions-per-image": (args.questions_per_image, 1),
+                     "--blind-per-step": (args.blind_per_step, 0), "--warmup-steps": (args.warmup_steps, 0),
+                     "--vision-pretrain-steps": (args.vision_pretrain_steps, 0),
+                     "--vision-pretrain-images": (args.vision_pretrain_images, 1),
+                     "--plain-yes-no-steps": (args.plain_yes_no_steps, 0), "--text-hidden": (args.text_hidden, 1),
+                     "--text-layers": (args.text_layers, 1), "--vision-hidden": (args.vision_hidden, 1),
+                     "--vision-layers": (args.vision_layers, 1), "--train-limit": (args.train_limit, 1),
+                     "--test-limit": (args.test_limit, 1)})
+  check_rates(p, {"--lr": args.lr, "--vision-pretrain-lr": args.vision_pretrain_lr})
+  check_seed(p, args.seed)
+  if args.batch_size % args.questions_per_image:
+    p.error(f"--batch-size {args.batch_size} is not a multiple of --questions-per-image {args.questions_per_image}")
+  if args.text_hidden % defaults.text_heads or args.vision_hidden % defaults.vision_heads:
+    p.error(f"--text-hidden / --vision-hidden must be multiples of {defaults.text_heads} / {defaults.vision_heads} "
+            f"heads, got {args.text_hidden} / {args.vision_hidden}")
+  check_out(p, args.out, TRAIN_PROG)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  defaults = Recipe()
+  p = _parser(defaults)
   args = p.parse_args(argv)
+  _check_flags(p, args, defaults)
   recipe = dataclasses.replace(defaults, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
                                warmup_steps=min(args.warmup_steps, args.steps // 2), augment=not args.no_augment,
                                balance_yes_no=not args.no_balance, plain_yes_no_steps=args.plain_yes_no_steps,
@@ -930,9 +1026,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                text_hidden=args.text_hidden, text_layers=args.text_layers,
                                tie_embeddings=args.tie_embeddings,
                                vision_hidden=args.vision_hidden, vision_layers_used=args.vision_layers)
-  command = "python -m jaxprune.train " + " ".join(argv if argv is not None else sys.argv[1:])
+  command = f"{TRAIN_PROG} " + " ".join(argv if argv is not None else sys.argv[1:])
   return run(args.task, args.out, recipe, train_limit=args.train_limit, test_limit=args.test_limit, command=command)
 
 
 if __name__ == "__main__":
-  main()
+  run_cli(main)

@@ -911,13 +911,10 @@ def _question_mix(text: str) -> tuple[tuple[str, float], ...]:
   return tuple(mix)
 
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message: str):  # one line, not usage + message
-    raise SystemExit(f"{PROG}: {message}")
+_Parser = base.OneLineParser  # errors: one line (SystemExit "prog: message"); `python -m` exits 2 with it
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  d = Recipe()
+def _parser(d: Recipe) -> _Parser:
   p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
   p.add_argument("--out", required=True, help="checkpoint directory to write (HF LLaVA format + README.md)")
   budget = p.add_mutually_exclusive_group()
@@ -962,7 +959,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  help="type weights of the drawn training questions, e.g. relation=0.4,counting=0.3,attribute=0.15,"
                       "existence=0.15 (types left out are never drawn)")
   p.add_argument("--seed", type=int, default=d.seed)
-  args = p.parse_args(argv)
+  return p
+
+
+def _check_flags(p: _Parser, args: argparse.Namespace, d: Recipe) -> None:
+  """Every flag, before any data or model loads (the run's first output is hours away on a real budget)."""
   positive = {"--steps": args.steps, "--batch-size": args.batch_size, "--questions-per-image": args.questions_per_image,
               "--train-images": args.train_images, "--test-images": args.test_images, "--text-hidden": args.text_hidden,
               "--text-layers": args.text_layers, "--vision-hidden": args.vision_hidden,
@@ -970,7 +971,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   for flag, value in positive.items():
     if value < 1:
       p.error(f"{flag} must be >= 1, got {value}")
-  if args.minutes is not None and args.minutes <= 0:
+  if args.minutes is not None and not 0 < args.minutes < float("inf"):  # NaN refused too
     p.error(f"--minutes must be > 0, got {args.minutes:g}")
   if args.batch_size % args.questions_per_image:
     p.error(f"--batch-size {args.batch_size} is not a multiple of --questions-per-image {args.questions_per_image}")
@@ -978,9 +979,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.error(f"--focus-fraction must lie in [0, 1], got {args.focus_fraction:g}")
   if not 0 <= args.visual_drop_prob <= 1:
     p.error(f"--visual-drop-prob must lie in [0, 1], got {args.visual_drop_prob:g}")
-  if args.evidence_drop_prob < 0 or args.visual_drop_prob + args.evidence_drop_prob > 1 + 1e-9:
+  if not (args.evidence_drop_prob >= 0 and args.visual_drop_prob + args.evidence_drop_prob <= 1 + 1e-9):
     p.error(f"--evidence-drop-prob must lie in [0, 1 - --visual-drop-prob], got {args.evidence_drop_prob:g}")
-  if args.neighbour_weight < 0:
+  if not args.neighbour_weight >= 0:
     p.error(f"--neighbour-weight must be >= 0, got {args.neighbour_weight:g}")
   probed = args.grow_from_layers or args.text_layers
   if not 0 <= args.neighbour_layer < probed:
@@ -999,6 +1000,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.error(f"--test-images {args.test_images} exceeds the test split's {scenes.SPLIT_SIZES['test']} items")
   if args.text_hidden % d.text_heads or args.vision_hidden % d.vision_heads:
     p.error(f"--text-hidden / --vision-hidden must be multiples of {d.text_heads} / {d.vision_heads} heads")
+  base.check_at_least(p, {"--warmup-steps": (args.warmup_steps, 0), "--vision-pretrain-steps":
+                          (args.vision_pretrain_steps, 0), "--grow-steps": (args.grow_steps, 0)})
+  base.check_rates(p, {"--lr": args.lr, "--vision-pretrain-lr": args.vision_pretrain_lr, "--deep-lr": args.deep_lr})
+  base.check_seed(p, args.seed)
+  base.check_out(p, args.out, PROG)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  d = Recipe()
+  p = _parser(d)
+  args = p.parse_args(argv)
+  _check_flags(p, args, d)
   recipe = dataclasses.replace(
       d, steps=args.steps, batch_size=args.batch_size, questions_per_image=args.questions_per_image, lr=args.lr,
       warmup_steps=min(args.warmup_steps, args.steps // 2), vision_pretrain_steps=args.vision_pretrain_steps,
@@ -1016,4 +1029,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-  main()
+  base.run_cli(main)

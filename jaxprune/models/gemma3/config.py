@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from jaxprune.models.config import TextConfig, get_first
+from jaxprune.models.config import TextConfig, check_token_ids, get_first, key_of
 from jaxprune.models.siglip import SiglipVisionConfig
 
 SLIDING, FULL = "sliding_attention", "full_attention"
@@ -44,7 +44,7 @@ class Gemma3TextConfig(TextConfig):
   local_rope_theta: float = 10000.0
   local_rope_scaling: tuple[tuple[str, Any], ...] | None = None
   query_pre_attn_scalar: float = 256.0  # attention logits are q.k / sqrt(query_pre_attn_scalar)
-  final_logit_softcapping: float | None = None
+  final_logit_softcapping: float | None = None  # None in a Gemma3Config: the VLM never caps (see from_hf)
   hidden_activation: str = "gelu_pytorch_tanh"
 
   @classmethod
@@ -151,12 +151,17 @@ class Gemma3Config:
         raise ValueError(f"config.json: no {key} (is this a Gemma3ForConditionalGeneration checkpoint?)")
     text_dict = dict(d["text_config"])
     text_dict.setdefault("tie_word_embeddings", d.get("tie_word_embeddings", True))
-    text = Gemma3TextConfig.from_hf(text_dict)
+    # transformers' Gemma3ForConditionalGeneration applies its lm_head without the text config's
+    # final_logit_softcapping (only the text-only Gemma3ForCausalLM caps): the VLM's logits are never capped
+    text = dataclasses.replace(Gemma3TextConfig.from_hf(text_dict), final_logit_softcapping=None)
     vision = SiglipVisionConfig.from_hf(d["vision_config"])
+    ids = {key_of(d, f"{name}_index", f"{name}_id"): get_first(d, f"{name}_index", f"{name}_id", default=default)
+           for name, default in (("image_token", 262_144), ("boi_token", 255_999), ("eoi_token", 256_000))}
+    # the image's delimiters are embedded; the soft-token placeholder may lie past the table (transformers maps it)
+    check_token_ids(ids, text, in_vocab=tuple(k for k in ids if not k.startswith("image_token")))
+    image_id, boi_id, eoi_id = ids.values()
     cfg = cls(text=text, vision=vision, mm_tokens_per_image=int(d.get("mm_tokens_per_image", 256)),
-              image_token_id=get_first(d, "image_token_index", "image_token_id", default=262_144),
-              boi_token_id=get_first(d, "boi_token_index", "boi_token_id", default=255_999),
-              eoi_token_id=get_first(d, "eoi_token_index", "eoi_token_id", default=256_000))
+              image_token_id=image_id, boi_token_id=boi_id, eoi_token_id=eoi_id)
     side, grid = cfg.tokens_per_side, vision.grid[0]
     if side * side != cfg.mm_tokens_per_image or grid % side:
       raise ValueError(f"config.json: mm_tokens_per_image={cfg.mm_tokens_per_image} must be a square whose side "

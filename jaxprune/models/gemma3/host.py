@@ -3,7 +3,8 @@
 Everything model-specific comes from the checkpoint through transformers: the chat template (processor or
 tokenizer), the image placeholder expansion (`Gemma3Processor.full_image_sequence`: "\\n\\n<start_of_image>",
 mm_tokens_per_image soft tokens, "<end_of_image>\\n\\n") and the image preprocessing (`Gemma3ImageProcessor`,
-pan-and-scan off: one 896 px image per prompt image).
+pan-and-scan off: one 896 px image per prompt image). A prompt may hold several images; a batch's prompts hold
+the same number (its pixels are [B, I, C, S, S], no padded visual slots).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Sequence
 import numpy as np
 
 from jaxprune.core.tokens import ModelInputs
-from jaxprune.inputs import image_batch
+from jaxprune.generate import pad_batch
+from jaxprune.inputs import InputError
+from jaxprune.models.config import check_placeholder_token
 from jaxprune.models.gemma3.config import Gemma3Config
 from jaxprune.prompts import Prompt, chat_halves, encode_around
 
@@ -37,6 +40,8 @@ class Gemma3Host:
     missing = [name for name in ("boi_token", "image_token", "eoi_token") if not getattr(tokenizer, name, None)]
     if missing:
       raise ValueError(f"the tokenizer lacks Gemma 3's special token attribute(s) {', '.join(missing)}")
+    for name in ("image_token", "boi_token", "eoi_token"):
+      check_placeholder_token(tokenizer, getattr(config, f"{name}_id"), f"{name}_index", getattr(tokenizer, name))
     if isinstance(processor, Gemma3Processor):
       self.processor = processor
     elif self.image_processor is not None:
@@ -64,23 +69,43 @@ class Gemma3Host:
     return encode_around(self.tokenizer, before, question, after)
 
   def pixels(self, images: Sequence) -> np.ndarray:
-    """PIL images -> [N, C, S, S] float32 by the checkpoint's image processor (no pan-and-scan crops)."""
+    """One prompt's PIL images -> [I, C, S, S] float32 by the checkpoint's image processor (no pan-and-scan)."""
     out = self._need_processor().image_processor(images=list(images), do_pan_and_scan=False, return_tensors="np")
     return np.asarray(out["pixel_values"], np.float32)
 
   def join(self, per_prompt: Sequence[np.ndarray]) -> np.ndarray:
-    """`pixels` results of several prompts ([1, C, S, S] each) -> [B, C, S, S] for `batch`."""
-    return np.concatenate(per_prompt)
+    """`pixels` results of several prompts ([I, C, S, S] each, one I for all) -> [B, C, S, S] for one image per
+    prompt, else [B, I, C, S, S] (what `Gemma3.encode_images` takes)."""
+    counts = sorted({len(p) for p in per_prompt})
+    if len(counts) != 1:
+      raise InputError(f"a Gemma 3 batch needs the same number of images in every prompt; got "
+                       f"{', '.join(map(str, counts))} images per prompt")
+    stacked = np.stack([np.asarray(p, np.float32) for p in per_prompt])  # [B, I, C, S, S]
+    return stacked[:, 0] if counts[0] == 1 else stacked
 
   def batch(self, prompts: Sequence[Prompt], pixels: np.ndarray | None, *, batch_size: int, bucket: int,
             pad_id: int) -> ModelInputs:
-    """Pad to the bucket and to a full batch (repeating the first prompt), so shapes stay static."""
+    """Pad to the bucket and to a full batch (repeating the first prompt), so shapes stay static. `pixels` is
+    `join`'s [B, C, S, S] or [B, I, C, S, S]; every prompt must hold I images' soft tokens."""
     fill = batch_size - len(prompts)
     if fill < 0:
       raise ValueError(f"{len(prompts)} prompts exceed batch_size={batch_size}")
     prompts = list(prompts) + [prompts[0]] * fill
-    if pixels is not None and fill:
-      pixels = np.concatenate([pixels, np.repeat(pixels[:1], fill, axis=0)])
-    return image_batch([p.ids for p in prompts], pixels, image_token_id=self.config.image_token_id,
-                       num_image_tokens=self.config.mm_tokens_per_image, pad_id=pad_id, multiple=bucket,
-                       query_spans=[p.question_span for p in prompts])
+    if pixels is not None:
+      pixels = np.asarray(pixels)
+      if pixels.shape[0] != len(prompts) - fill:
+        raise InputError(f"images for {pixels.shape[0]} prompts, but {len(prompts) - fill} prompts")
+      pixels = np.concatenate([pixels, np.repeat(pixels[:1], fill, axis=0)]) if fill else pixels
+    images = 0 if pixels is None else 1 if pixels.ndim == 4 else pixels.shape[1]
+    batch = pad_batch([p.ids for p in prompts], pad_id=pad_id, multiple=bucket,
+                      query_spans=[p.question_span for p in prompts], pixels=pixels)
+    self._check_soft_tokens(batch.ids, images)
+    return batch
+
+  def _check_soft_tokens(self, ids: np.ndarray, images: int) -> None:
+    """Every prompt holds mm_tokens_per_image soft tokens per image of its row in `pixels`."""
+    want = images * self.config.mm_tokens_per_image
+    for i, got in enumerate((ids == self.config.image_token_id).sum(axis=1)):
+      if got != want:
+        raise InputError(f"prompt {i} holds {got} image soft tokens (id {self.config.image_token_id}); its "
+                         f"{images} image(s) need {want}")

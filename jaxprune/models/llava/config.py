@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from jaxprune.models.config import TextConfig, ViTConfig, get_first
+from jaxprune.models.config import TextConfig, ViTConfig, check_token_ids, get_first, key_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +110,12 @@ class LlavaConfig:
     strategy = d.get("vision_feature_select_strategy", "default")
     if strategy not in ("default", "full"):
       raise ValueError(f"config.json: vision_feature_select_strategy={strategy!r}: expected 'default' or 'full'")
+    image_token_id = get_first(d, "image_token_index", "image_token_id", default=32000)
+    check_token_ids({key_of(d, "image_token_index", "image_token_id"): image_token_id}, text)
     return cls(
         text=text,
         vision=VisionConfig.from_hf(d["vision_config"]),
-        image_token_id=get_first(d, "image_token_index", "image_token_id", default=32000),
+        image_token_id=image_token_id,
         vision_feature_layer=layer,
         vision_feature_select_strategy=strategy,
         projector_hidden_act=d.get("projector_hidden_act", "gelu"),

@@ -8,6 +8,7 @@ import numpy as np
 
 from jaxprune.core.tokens import ModelInputs
 from jaxprune.inputs import image_batch
+from jaxprune.models.config import check_placeholder_token
 from jaxprune.models.llava.config import LlavaConfig
 from jaxprune.prompts import Prompt, build_prompt
 
@@ -25,6 +26,8 @@ class LlavaHost:
 
   def __init__(self, config: LlavaConfig, tokenizer, processor=None):
     self.config, self.tokenizer, self.processor = config, tokenizer, processor
+    # the id is inserted directly (no placeholder text), so only its kind is checked
+    check_placeholder_token(tokenizer, config.image_token_id, "image_token_index")
 
   def prompt(self, question: str, with_image: bool) -> Prompt:
     return build_prompt(self.tokenizer, question, image_token_id=self.config.image_token_id if with_image else None,

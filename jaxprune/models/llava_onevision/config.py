@@ -6,7 +6,7 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-from jaxprune.models.config import TextConfig
+from jaxprune.models.config import TextConfig, check_token_ids, get_first, key_of
 from jaxprune.models.siglip import SiglipVisionConfig
 
 
@@ -86,11 +86,16 @@ class OnevisionConfig:
     text = dataclasses.replace(text, attention_bias=True, tie_word_embeddings=bool(tie))
     layers = d.get("vision_feature_layer", -1)
     vision = SiglipVisionConfig.from_hf(vision_dict)
+    image_key, video_key = key_of(d, "image_token_id", "image_token_index"), key_of(d, "video_token_id",
+                                                                                  "video_token_index")
+    image_id = get_first(d, "image_token_id", "image_token_index", default=151646)
+    video_id = get_first(d, "video_token_id", "video_token_index", default=151647)
+    check_token_ids({image_key: image_id, video_key: video_id}, text)
     cfg = cls(
         text=text,
         vision=vision,
-        image_token_id=d.get("image_token_id", d.get("image_token_index", 151646)),
-        video_token_id=d.get("video_token_id", d.get("video_token_index", 151647)),
+        image_token_id=image_id,
+        video_token_id=video_id,
         feature_layers=(layers,) if isinstance(layers, int) else tuple(layers),
         projector_hidden_act=d.get("projector_hidden_act", "gelu"),
         projector_bias=bool(d.get("multimodal_projector_bias", True)),

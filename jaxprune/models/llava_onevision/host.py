@@ -8,9 +8,10 @@ base view (the whole image at S x S) then the crops, raster order. The LLM recei
     the letterbox padding removed (unpad), bilinearly shrunk when it still exceeds about `max_num_patches` crops'
     worth of tokens, and one `image_newline` token after every row.
 A prompt with several images gives each image its base view and one newline only (transformers' multi-image
-rule). Every LLM token is a fixed combination of projector outputs, so the host describes each visual slot as up
-to 4 (crop token, weight) taps (one tap of weight 1 unless shrunk) or as a newline; under jit the model only
-gathers, so any image size inside the buckets reuses one compiled program.
+rule; the processor pads such an image to a square before resizing it, see `preprocess_images`). Every LLM token
+is a fixed combination of projector outputs, so the host describes each visual slot as up to 4 (crop token,
+weight) taps (one tap of weight 1 unless shrunk) or as a newline; under jit the model only gathers, so any image
+size inside the buckets reuses one compiled program.
 
 `VisualLayout`: each *view* is one layout entry ("image" index = view index within the sample): the base view
 is a (S/p) x (S/p) grid; the crops view is an h' x (w' + 1) grid whose last column holds the newline tokens,
@@ -34,6 +35,7 @@ import jax
 import numpy as np
 
 from jaxprune.core.tokens import ModelInputs, VisualLayout
+from jaxprune.models.config import check_placeholder_token
 from jaxprune.models.llava_onevision.config import OnevisionConfig
 from jaxprune.prompts import Prompt, chat_halves, encode_around
 
@@ -246,10 +248,15 @@ def pack_batch(ids: Sequence[Sequence[int]], images: Sequence[Sequence[Image]], 
 
 
 def preprocess_images(image_processor, images: Sequence) -> list[Image]:
-  """PIL images -> `Image`s by the checkpoint's own `LlavaOnevisionImageProcessor` (AnyRes crops, normalised)."""
+  """One prompt's PIL images -> `Image`s by the checkpoint's own `LlavaOnevisionImageProcessor`.
+
+  One image: AnyRes crops (base view first). Several: the processor's multi-image rule, which it applies only to
+  a nested list (one list per prompt, as transformers' processor and chat template pass it): each image padded to
+  a square with the mean colour, then resized to one S x S base view."""
   if not images:
     return []
-  out = image_processor(images=list(images), return_tensors="np")
+  nested = [list(images)] if len(images) > 1 else list(images)
+  out = image_processor(images=nested, return_tensors="np")
   pixels = np.asarray(out["pixel_values"], np.float32)  # [I, max crops, 3, S, S] (padded to the batch's max)
   return [Image(crops=p, size=(int(s[0]), int(s[1]))) for p, s in zip(pixels, out["image_sizes"])]
 
@@ -269,6 +276,8 @@ class OnevisionHost:
       raise ValueError("LLaVA-OneVision needs the checkpoint's chat template (chat_template.json or "
                        "tokenizer_config.json)")
     self.visual_multiple, self.crop_multiple = visual_multiple, crop_multiple
+    token = getattr(processor, "image_token", None) or getattr(tokenizer, "image_token", None) or "<image>"
+    check_placeholder_token(tokenizer, config.image_token_id, "image_token_index", token)
 
   def prompt(self, question: str, with_image: bool, num_images: int = 1) -> Prompt:
     before, after = chat_halves(self.template, num_images if with_image else 0)

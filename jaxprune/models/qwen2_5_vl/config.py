@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from jaxprune.models.config import TextConfig
+from jaxprune.models.config import TextConfig, check_token_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,14 +139,12 @@ class Qwen25VLConfig:
     # Qwen2 always has q/k/v biases (its config has no `attention_bias` key); the tie flag lives at the top level.
     tie = d.get("tie_word_embeddings", text_dict.get("tie_word_embeddings", False))
     text = dataclasses.replace(text, attention_bias=True, tie_word_embeddings=bool(tie))
-    return cls(
-        text=text,
-        vision=Qwen25VisionConfig.from_hf(d["vision_config"]),
-        image_token_id=d.get("image_token_id", 151655),
-        video_token_id=d.get("video_token_id", 151656),
-        vision_start_token_id=d.get("vision_start_token_id", 151652),
-        vision_end_token_id=d.get("vision_end_token_id", 151653),
-    )
+    ids = {key: d.get(key, default) for key, default in (
+        ("image_token_id", 151655), ("video_token_id", 151656), ("vision_start_token_id", 151652),
+        ("vision_end_token_id", 151653))}
+    # transformers embeds the placeholders and the vision start/end tokens: each needs a row of the table
+    check_token_ids(ids, text, in_vocab=("image_token_id", "vision_start_token_id", "vision_end_token_id"))
+    return cls(text=text, vision=Qwen25VisionConfig.from_hf(d["vision_config"]), **ids)
 
 
 _TOWER = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14, spatial_merge_size=2,

@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxprune.core.tokens import ModelInputs, VisualLayout
 from jaxprune.prompts import Prompt, chat_halves, encode_around
+from jaxprune.models.config import check_placeholder_token
 from jaxprune.models.qwen2_5_vl.config import Qwen25VLConfig
 from jaxprune.models.qwen2_5_vl.vision import VisionPatches
 
@@ -211,6 +212,7 @@ class Qwen25VLHost:
     if not getattr(self.template, "chat_template", None):
       raise ValueError("Qwen2.5-VL needs the checkpoint's chat template (chat_template.json or tokenizer_config)")
     self.visual_multiple, self.patch_multiple = visual_multiple, patch_multiple
+    check_placeholder_token(tokenizer, config.image_token_id, "image_token_id", "<|image_pad|>")
 
   def prompt(self, question: str, with_image: bool, num_images: int = 1) -> Prompt:
     before, after = chat_halves(self.template, num_images if with_image else 0)
