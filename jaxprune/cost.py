@@ -19,8 +19,7 @@ FLOP conventions (all exact integers):
 
 from __future__ import annotations
 
-from typing import Sequence
-
+from collections.abc import Sequence
 from typing import Any
 
 from jaxprune.models.config import TextConfig

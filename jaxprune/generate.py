@@ -7,7 +7,8 @@ program; the decode loop stops early once every sample has emitted EOS and never
 from __future__ import annotations
 
 import gc
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,39 +17,18 @@ from flax import nnx
 
 from jaxprune.core import decoding
 from jaxprune.core.tokens import KVCache, ModelInputs, PrunePoint, Tokens, make_tokens
+from jaxprune.inputs import Batch as Batch  # re-exported: generation takes what the host side pads
+from jaxprune.inputs import bucket_length as bucket_length
+from jaxprune.inputs import pad_batch as pad_batch
 from jaxprune.models.base import language_model
 from jaxprune.sharding import head_sizes, put_batch, shard_model_state
 
 # (model, tokens, vision signals) -> {layer: prune point}; pruning plans compile into one of these.
 PrunePointsFn = Callable[[nnx.Module, Tokens, Any], dict[int, PrunePoint]]
 
-Batch = ModelInputs  # a padded batch on the host, as every family's `input_tokens` takes it
 
 # `Generator.grid`: at most this many rows (plans x batch) in one stacked continuation (eval flag --fork-rows)
 FORK_ROWS = 64
-
-
-def bucket_length(n: int, multiple: int) -> int:
-  return -(-n // multiple) * multiple
-
-
-def pad_batch(sequences: Sequence[Sequence[int]], *, pad_id: int, multiple: int = 64,
-              query_spans: Sequence[tuple[int, int]] | None = None, pixels: np.ndarray | None = None) -> Batch:
-  """Left-pad token lists to the next multiple of `multiple`. `query_spans` are [start, end) per sequence."""
-  if not sequences or any(len(s) == 0 for s in sequences):
-    raise ValueError("pad_batch: every prompt needs at least one token")
-  length = bucket_length(max(len(s) for s in sequences), multiple)
-  ids = np.full((len(sequences), length), pad_id, np.int32)
-  valid = np.zeros((len(sequences), length), bool)
-  query = None if query_spans is None else np.zeros((len(sequences), length), bool)
-  for i, seq in enumerate(sequences):
-    offset = length - len(seq)
-    ids[i, offset:] = seq
-    valid[i, offset:] = True
-    if query is not None:
-      start, end = query_spans[i]
-      query[i, offset + start:offset + end] = True
-  return Batch(ids=ids, valid=valid, query=query, pixels=pixels)
 
 
 def input_tokens(model: nnx.Module, inputs: ModelInputs):
@@ -220,7 +200,7 @@ class Generator:
     out, cache = self._decoded(nnx.merge(self.graphdef, state), first, cache, keep_logits)
     out = {**out, "kept": kept, "kv_bytes": out["kv_bytes"] // parts}  # a scalar: each plan's share of the cache
     rows = first.shape[0] // parts
-    per_plan = tuple(jax.tree.map(lambda x: x if jnp.ndim(x) == 0 else x[n * rows:(n + 1) * rows], out)
+    per_plan = tuple(jax.tree.map(lambda x, n=n: x if jnp.ndim(x) == 0 else x[n * rows:(n + 1) * rows], out)
                      for n in range(parts))
     return per_plan, cache  # the final cache reuses the donated buffers (the caller drops it)
 

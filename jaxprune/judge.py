@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 _TWO_LINE_MARKER = "Respond with exactly two lines:"
 _VERDICT_TAIL = "\n\nOutput exactly one boolean token: true or false. answer: "
@@ -101,6 +102,7 @@ class Judge:
   def __call__(self, requests: Sequence[tuple[str, str, str]]) -> list[Verdict]:
     """requests: (judge_prompt, model response, ground truth) -> one Verdict each, in order."""
     import numpy as np
+
     from jaxprune.generate import pad_batch, trim_at_eos
     out: list[Verdict] = []
     for start in range(0, len(requests), self.batch_size):
@@ -120,6 +122,7 @@ def check_judge(model: str, dtype: Any = None) -> str:
   be: no such model, no config or GGUF, no tokenizer) -> its identity "<weights digest>/<dtype>" (the judge's
   part of an eval's run identity: another judge gives other verdicts). Cheap: run before any item is answered."""
   import json
+
   from jaxprune.convert.hf import MARKER, CheckpointError, resolve
   from jaxprune.eval.records import weights_fingerprint
   try:

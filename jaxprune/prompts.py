@@ -25,12 +25,14 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 
 def build_prompt(tokenizer, question: str, *, image_token_id: int | None, num_image_tokens: int,
-                 bos: bool = True) -> Prompt:
-  """Token ids of `USER: <image>\\n{question} ASSISTANT:`; image_token_id=None builds the blind prompt."""
+                 bos: bool = True, num_images: int = 1) -> Prompt:
+  """Token ids of `USER: <image>\\n{question} ASSISTANT:`; image_token_id=None builds the blind prompt. Several
+  images go first, each placeholder on its own line (`USER: <image>\\n<image>\\n{question}`), as llava-hf's
+  chat template renders them."""
   ids = [tokenizer.bos_token_id] if bos and tokenizer.bos_token_id is not None else []
   ids += _encode(tokenizer, USER)
-  if image_token_id is not None:
-    ids += [image_token_id] * num_image_tokens
+  for image in range(num_images if image_token_id is not None else 0):
+    ids += (_encode(tokenizer, "\n") if image else []) + [image_token_id] * num_image_tokens
   ids += _encode(tokenizer, "\n")
   start = len(ids)
   ids += _encode(tokenizer, question.strip())

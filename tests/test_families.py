@@ -159,3 +159,20 @@ def test_no_module_outside_a_family_folder_names_its_config_class():
       text = path.read_text()
       for name in names:
         assert not re.search(rf"\b{name}\b", text), f"{path.relative_to(PACKAGE)} names {family.name}'s {name}"
+
+
+def test_a_family_is_its_folder_plus_one_registry_line():
+  """Every family folder is registered by its name alone (one line: `FAMILY_PACKAGES`), the registry names no
+  family anywhere else, and presets and shapes come from the families themselves."""
+  from jaxprune.models import registry
+  folders = {p.name for p in (PACKAGE / "models").iterdir() if (p / "__init__.py").exists()}
+  assert set(registry.FAMILY_PACKAGES) == folders
+  lines = (PACKAGE / "models" / "registry.py").read_text().splitlines()
+  for name in folders:
+    naming = [line for line in lines if re.search(rf"(?<![\w-]){name}(?![\w-])", line)]  # not llava-scenes
+    assert len(naming) == 1 and naming[0].startswith("FAMILY_PACKAGES = "), (name, naming)
+  for family in registry.VLM_FAMILIES:
+    assert family.host is not None and family.presets and family.shapes, family.name
+    assert all(registry.PRESETS[k] == v for k, v in family.presets.items())
+    assert all(registry.SHAPES[k] is v for k, v in family.shapes.items())
+  assert len(registry.PRESETS) == sum(len(f.presets) for f in registry.VLM_FAMILIES)  # no name claimed twice

@@ -263,3 +263,34 @@ def test_llava_host_refuses_an_ordinary_text_token_and_the_eval_says_one_line(ti
   code = jeval.main(["--model", str(bad), "--tasks", "easyvqa", "--limit", "1", "--output-path", str(tmp_path / "o")])
   err = capsys.readouterr().err.strip().splitlines()
   assert code == 2 and len(err) == 1 and "image_token_index=2" in err[0], err
+
+
+def test_llava_host_takes_two_images_per_prompt_and_matches_transformers(tiny_llava, tiny_eval_model):
+  """LLaVA-1.5's host: several images per prompt (placeholders on their own lines, as llava-hf's chat template
+  renders them), joined to [B, I, C, H, W]; the logits equal transformers' on the same ids and pixels; a batch
+  with mixed image counts is refused in one line."""
+  from transformers import AutoTokenizer
+
+  from conftest import TINY_IMAGE_TOKEN, TINY_NV
+  from jaxprune.convert.hf import load_model
+  from jaxprune.generate import prefill
+  from jaxprune.inputs import InputError
+  loaded = load_model(tiny_eval_model, dtype="float32")
+  host = loaded.family.host(loaded.config, AutoTokenizer.from_pretrained(tiny_eval_model))
+  two, one = host.prompt("what color is the shape ?", True, num_images=2), host.prompt("is it red ?", True)
+  assert (np.asarray(two.ids) == TINY_IMAGE_TOKEN).sum() == 2 * TINY_NV  # (this word tokenizer drops "\n")
+  images = [_pil((32, 32, 3), seed) for seed in range(3)]
+  pixels = host.join([host.pixels(images[:2]), host.pixels(images[1:])])  # [B, I, C, H, W]
+  assert pixels.shape == (2, 2, 3, 32, 32)
+  batch = host.batch([two, two], pixels, batch_size=2, bucket=8, pad_id=0)
+  _, _, _, h = prefill(loaded.model, batch, extra_slots=0)
+  ours = np.asarray(loaded.model.language_model.logits(h))
+  hf = tiny_llava[0]
+  for row in range(2):
+    with torch.no_grad():
+      ref = hf(input_ids=torch.tensor([two.ids]), pixel_values=torch.tensor(pixels[row])).logits[0].numpy()
+    assert np.abs(ours[row, -len(two.ids):] - ref).max() <= 1e-4
+  with pytest.raises(InputError, match="same number of images in every prompt; got 1, 2"):
+    host.join([host.pixels(images[:1]), host.pixels(images[:2])])
+  with pytest.raises(InputError, match="expected 32 for 2 image"):
+    host.batch([one, one], pixels, batch_size=2, bucket=8, pad_id=0)

@@ -14,8 +14,9 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -144,7 +145,7 @@ def _hf_key_of(target: str, rules: list, seen: Mapping[str, re.Match]) -> str:
     text, values = rx.pattern, iter(groups[g] for g in sorted(groups))
     text = re.sub(r"\(\?:[^()]*\)\?", "", text)  # optional prefixes dropped
     text = re.sub(r"\(\?:([^()|]*)(\|[^()]*)?\)", r"\1", text)  # first alternative
-    text = re.sub(r"\([^()]*\)", lambda _: next(values, "?"), text)  # captured numbers and names
+    text = re.sub(r"\([^()]*\)", lambda _, values=values: next(values, "?"), text)  # captured numbers and names
     return text.replace("\\", "")
   return target
 
@@ -210,8 +211,8 @@ def load_hf_dir(path: Path, dtype: jnp.dtype, placement=None) -> Loaded:
 
 def load_gguf(file: Path, dtype: jnp.dtype, placement=None) -> Loaded:
   """GGUF goes through transformers' GGUF reader (dequantised to float32 torch tensors)."""
-  from transformers import AutoModelForCausalLM
   import torch
+  from transformers import AutoModelForCausalLM
   hf = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)
   hf_config = hf.config.to_dict()
   family, cfg = _config(hf_config, str(file))
@@ -341,6 +342,7 @@ def _unreadable_orbax_array(params: Path, abstract) -> str | None:
   """After a failed restore: the first array that cannot be read on its own (OCDBT packs several arrays into a
   data file, so orbax's own error names only an index range)."""
   import warnings
+
   import orbax.checkpoint as ocp
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   with warnings.catch_warnings(), ocp.PyTreeCheckpointer() as ckpt:

@@ -20,7 +20,8 @@ Shapes: B batch, L sequence, D hidden, R rope axes, S_g cache slots of group g, 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import flax.struct
 import jax
@@ -29,14 +30,31 @@ import jax.numpy as jnp
 from jaxprune.core.tokens import KVCache, LayerTrace, PrunePoint, Tokens
 
 
-class Decoder(Protocol):
-  config: Any
-  layers: Any
+class DecoderLayer(Protocol):
+  """One layer: `layer(x [B, L, D], *rope, mask [B, 1, L, S], cache_kv=None, write_at=None, causal_prefix=)` ->
+  (x [B, L, D], (k, v) [B, L, G, Dh] each, q [B, L, H, Dh]). `rope` is what `Decoder.rope` returned, unpacked
+  (cos, sin for Llama; one (cos, sin) pair per rope kind for Gemma 3); `cache_kv`/`write_at` only when decoding."""
 
-  def rope(self, positions: jax.Array) -> tuple[jax.Array, jax.Array]: ...
+  def __call__(self, x: jax.Array, *rope_and_mask: Any, cache_kv: Any = None, write_at: Any = None,
+               causal_prefix: bool = False) -> tuple[jax.Array, tuple[jax.Array, jax.Array], jax.Array]: ...
+
+
+class Decoder(Protocol):
+  """What the prefill and decode loops read from a decoder (the Llama/Qwen2 decoder, Gemma 3's)."""
+
+  config: Any  # num_layers, ...
+  layers: Sequence[DecoderLayer]
+
+  def rope(self, positions: jax.Array) -> Any: ...  # positions [B, L, R] -> tables the layers unpack
   def norm(self, h: jax.Array) -> jax.Array: ...
   def embed(self, ids: jax.Array) -> jax.Array: ...
   def logits(self, h: jax.Array) -> jax.Array: ...
+
+
+class MaskedDecoder(Decoder, Protocol):
+  """A decoder whose prefill attention is not plain causal (Gemma 3: bidirectional inside an image)."""
+
+  def prefill_mask(self, tokens: Tokens, causal: jax.Array) -> jax.Array: ...  # [B, 1, L, L] -> [B, 1, L, L]
 
 
 def prefill(decoder: Decoder, tokens: Tokens, *, extra_slots: int,
@@ -103,7 +121,7 @@ def prefill_advance(decoder: Decoder, state: PrefillState, to_layer: int,
   tokens, trace, rope, mask = state.tokens, state.trace, state.rope, state.mask
   keys, values, slot_valid = list(state.keys), list(state.values), list(state.slot_valid)
   next_position, group_of_layer, lengths = list(state.next_position), list(state.group_of_layer), list(state.lengths)
-  custom_mask = hasattr(decoder, "prefill_mask")
+  custom_mask = hasattr(decoder, "prefill_mask")  # a MaskedDecoder
   extra_slots = state.extra_slots
   for i in range(state.layer, to_layer):
     layer = decoder.layers[i]

@@ -11,7 +11,7 @@ grid coordinate) reads the same way however many prune stages ran before.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.struct
 import jax
@@ -61,7 +61,7 @@ class VisualLayout:
     return self.valid.shape[1]
 
   @classmethod
-  def from_grids(cls, grids_per_sample: list[list[tuple[int, int, int]]], max_visual: int) -> "VisualLayout":
+  def from_grids(cls, grids_per_sample: list[list[tuple[int, int, int]]], max_visual: int) -> VisualLayout:
     """Host-side: per sample a list of (t, grid_h, grid_w) per image, in prompt order -> padded layout."""
     b = len(grids_per_sample)
     fields = {name: np.full((b, max_visual), fill, np.int32)
@@ -83,7 +83,7 @@ class VisualLayout:
     return cls(valid=valid, **fields)
 
   @classmethod
-  def single_grid(cls, batch: int, grid_h: int, grid_w: int, images_per_sample: int = 1) -> "VisualLayout":
+  def single_grid(cls, batch: int, grid_h: int, grid_w: int, images_per_sample: int = 1) -> VisualLayout:
     """Every sample holds `images_per_sample` images of one fixed grid (LLaVA-1.5's case)."""
     n = images_per_sample * grid_h * grid_w
     return cls.from_grids([[(1, grid_h, grid_w)] * images_per_sample] * batch, n)

@@ -16,8 +16,8 @@ import pathlib
 import shutil
 import sys
 import warnings
-from collections.abc import Sequence
-from typing import Any, Callable, Iterator, Mapping, overload
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, overload
 
 import numpy as np
 
@@ -76,7 +76,7 @@ def item_features() -> Any:
 
 def make_item(
     *,
-    id: str,  # noqa: A002 - mirrors the record key.
+    id: str,
     image: bytes | None,
     question: str,
     answer: Any,

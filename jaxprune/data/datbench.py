@@ -21,7 +21,8 @@ import json
 import logging
 import os
 import pathlib
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import tensorflow_datasets as tfds
 

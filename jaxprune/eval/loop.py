@@ -20,10 +20,17 @@ from jaxprune.data import known_tasks, load_task
 from jaxprune.data.datbench import check_items, row_extras, source_files
 from jaxprune.eval.common import BLIND, EvalError, config_key, split_list
 from jaxprune.eval.grid import build_grid
-from jaxprune.eval.records import (SampleLog, bits, blind_drops, check_resume, read_blind_file, run_id,
-                                   weights_dtype, weights_fingerprint)
-from jaxprune.eval.runner import (TIME_ROUNDS, Runner, relevant_cells, task_relevance_signals,
-                                  with_relevance_table)
+from jaxprune.eval.records import (
+  SampleLog,
+  bits,
+  blind_drops,
+  check_resume,
+  read_blind_file,
+  run_id,
+  weights_dtype,
+  weights_fingerprint,
+)
+from jaxprune.eval.runner import TIME_ROUNDS, Runner, relevant_cells, task_relevance_signals, with_relevance_table
 from jaxprune.eval.summary import prefill_reference, prefill_timing, summarise
 from jaxprune.generate import FORK_ROWS
 from jaxprune.inputs import InputError

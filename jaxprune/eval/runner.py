@@ -9,7 +9,6 @@ from typing import Any
 import jax
 import numpy as np
 from flax import nnx
-
 from transformers import AutoImageProcessor, AutoTokenizer
 
 from jaxprune.convert.hf import load_model
@@ -17,7 +16,6 @@ from jaxprune.data import scenes, shape_mask
 from jaxprune.eval.common import EvalError
 from jaxprune.generate import FORK_ROWS, Generator, prefill, trim_at_eos
 from jaxprune.inputs import InputError, load_image
-
 
 TIME_ROUNDS = 5  # interleaved rounds per timed batch (eval `--time-batches`)
 
@@ -36,7 +34,7 @@ class Runner:
 
   @classmethod
   def load(cls, model: str, *, dtype, max_new_tokens: int, bucket: int, batch_size: int, mesh,
-           fork_rows: int = FORK_ROWS) -> "Runner":
+           fork_rows: int = FORK_ROWS) -> Runner:
     loaded = load_model(model, dtype=dtype, mesh=mesh)
     if not loaded.family.is_vlm:
       raise EvalError(f"--model {model}: a {loaded.family.name} model has no vision tower; the eval needs a VLM")

@@ -16,7 +16,6 @@ from typing import Any
 
 from jaxprune.metrics.extract import Details, Sample, levenshtein
 
-
 # ----------------------------------------------------------------------------------------------
 # CC-OCR
 # ----------------------------------------------------------------------------------------------
@@ -122,7 +121,7 @@ def _kie_f1(pred: Any, gt: Any) -> float:
 @dataclasses.dataclass
 class _Tree:
   label: str
-  kids: list["_Tree"] = dataclasses.field(default_factory=list)
+  kids: list[_Tree] = dataclasses.field(default_factory=list)
 
 
 def _kie_tree(data: Any, label: str = "root") -> _Tree:

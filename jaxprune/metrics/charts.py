@@ -14,7 +14,6 @@ from typing import Any
 from jaxprune.metrics.extract import Details, Sample, _nonempty, extract_final_answer
 from jaxprune.metrics.numeric import _align_percent, _float_pct, _hundredths_ratio, _parse_float
 
-
 # ----------------------------------------------------------------------------------------------
 # Charts
 # ----------------------------------------------------------------------------------------------

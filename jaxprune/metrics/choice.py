@@ -10,12 +10,12 @@ from __future__ import annotations
 import ast
 import re
 import string
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from jaxprune.metrics.extract import _VQA_DIGITS, Details, Sample, extract_final_answer
-
 
 # ----------------------------------------------------------------------------------------------
 # Multiple choice (the MMMU-style parser several scorers share)

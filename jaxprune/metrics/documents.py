@@ -6,11 +6,17 @@ OCRBench v2 lives in `jaxprune.metrics.ocrbench_v2`, CC-OCR in `jaxprune.metrics
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from jaxprune.metrics.extract import (Details, Sample, _anls_raw, _nonempty, _squash_lower, extract_final_answer,
-                                      levenshtein)
-
+from jaxprune.metrics.extract import (
+  Details,
+  Sample,
+  _anls_raw,
+  _nonempty,
+  _squash_lower,
+  extract_final_answer,
+  levenshtein,
+)
 
 # ----------------------------------------------------------------------------------------------
 # ANLS: DocVQA, InfoVQA, OCR-VQA

@@ -10,10 +10,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-
 
 Sample = dict[str, Any]  # the dict the harness hands a scorer (`_convert_sample_for_scorer`)
 Details = dict[str, Any]

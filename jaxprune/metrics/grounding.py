@@ -7,12 +7,12 @@ and `pixmo_points_eval.py` (F1 of Hungarian-matched points falling inside the ta
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from jaxprune.metrics.extract import Details, Sample
-
 
 # ----------------------------------------------------------------------------------------------
 # Grounding

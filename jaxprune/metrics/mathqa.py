@@ -9,11 +9,11 @@ rule-based score). Named `mathqa`, not `math`, so that it never shadows the stan
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from jaxprune.metrics.extract import Details, Sample, extract_final_answer
 from jaxprune.metrics.numeric import _numbers_in, _parse_float
-
 
 # ----------------------------------------------------------------------------------------------
 # MathVista
@@ -108,7 +108,7 @@ def _math_value(expr: str) -> Any:
   text evaluated as Python, so only plain arithmetic survives (1/2, 2**3); anything naming a symbol or a
   sympy function (pi, sqrt(2), x) raises, and the comparison fails, as in the harness. The namespace is
   empty: the harness evaluates in its module's, whose names no sympy printout uses."""
-  return round(eval(str(_latex2sympy()(expr)), {}), 2)  # noqa: S307 - the reference's own evaluation rule
+  return round(eval(str(_latex2sympy()(expr)), {}), 2)
 
 
 def _tuple_values(s: str) -> str:

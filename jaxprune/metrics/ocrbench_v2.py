@@ -32,13 +32,13 @@ import dataclasses
 import itertools
 import json
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from apted import APTED, Config
 from lxml import html as lxml_html
 
 from jaxprune.metrics.extract import Details, Sample, extract_final_answer, levenshtein
-
 
 _OCRB_VQA_TYPES = frozenset({
     "APP agent en", "ASCII art classification en", "reasoning VQA en", "science QA en", "text recognition en",
@@ -204,7 +204,7 @@ class _TableNode:
   colspan: int | None = None
   rowspan: int | None = None
   content: list[str] | None = None
-  children: list["_TableNode"] = dataclasses.field(default_factory=list)
+  children: list[_TableNode] = dataclasses.field(default_factory=list)
 
 
 def _seq_edit_distance(a: Sequence[str], b: Sequence[str]) -> int:

@@ -11,14 +11,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from jaxprune.metrics.cc_ocr import score_cc_ocr_doc_parsing, score_cc_ocr_kie, score_cc_ocr_multi_scene
 from jaxprune.metrics.charts import score_chartqa, score_chartqapro, score_charxiv
-from jaxprune.metrics.choice import (score_ai2d, score_logicvista, score_mmbench, score_mme_realworld, score_mmmu,
-                                     score_mmmupro, score_realworldqa)
+from jaxprune.metrics.choice import (
+  score_ai2d,
+  score_logicvista,
+  score_mmbench,
+  score_mme_realworld,
+  score_mmmu,
+  score_mmmupro,
+  score_realworldqa,
+)
 from jaxprune.metrics.counting import score_countbench, score_tallyqa
 from jaxprune.metrics.documents import score_docvqa, score_infovqa, score_ocrvqa
 from jaxprune.metrics.extract import Details, Sample, extract_final_answer, vqav2_normalize
@@ -26,7 +34,6 @@ from jaxprune.metrics.grounding import score_pixmo_points, score_refcoco
 from jaxprune.metrics.mathqa import score_mathverse, score_mathvision, score_mathvista
 from jaxprune.metrics.ocrbench_v2 import score_ocrbench_v2
 from jaxprune.metrics.vqa import score_textvqa, score_vqav2
-
 
 # ----------------------------------------------------------------------------------------------
 # Dispatch: source -> scorer, metadata the harness requires, the harness's sample conversion

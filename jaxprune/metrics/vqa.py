@@ -7,11 +7,10 @@ leave-one-annotator-out soft accuracy over `all_answers` on the normalised answe
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from jaxprune.metrics.extract import Details, Sample, extract_final_answer, textvqa_normalize, vqav2_normalize
 from jaxprune.metrics.numeric import _numeric_core
-
 
 # ----------------------------------------------------------------------------------------------
 # VQA-style soft accuracy

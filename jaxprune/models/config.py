@@ -6,7 +6,8 @@ Frozen so they hash and can be static arguments of `jax.jit`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 
 def get_first(d: Mapping[str, Any], *names: str, default: Any = None) -> Any:
@@ -61,6 +62,21 @@ def check_placeholder_token(tokenizer, token_id: int, key: str, token: str | Non
     raise ValueError(f"config.json: {key}={token_id} does not match the tokenizer{theirs}")
 
 
+class DecoderReadout:
+  """The decoder facts every family's config answers the same way (a base of their frozen dataclasses, which
+  hold the decoder's `TextConfig` as `text`): its layer count and its RoPE axes (1, or 3 for M-RoPE)."""
+
+  ROPE_AXES: ClassVar[int] = 1
+
+  @property
+  def num_layers(self) -> int:
+    return self.text.num_layers  # decoder layers (where prune points may sit)
+
+  @property
+  def rope_axes(self) -> int:
+    return self.ROPE_AXES
+
+
 @dataclasses.dataclass(frozen=True)
 class TextConfig:
   """A Llama-family decoder (Llama, SmolLM2, Vicuna, Mistral-style GQA; Qwen2 via `attention_bias`)."""
@@ -87,7 +103,7 @@ class TextConfig:
   pad_token_id: int | None = None
 
   @classmethod
-  def from_hf(cls, d: Mapping[str, Any]) -> "TextConfig":
+  def from_hf(cls, d: Mapping[str, Any]) -> TextConfig:
     hidden = d["hidden_size"]
     heads = d["num_attention_heads"]
     scaling = d.get("rope_scaling") or d.get("rope_parameters")

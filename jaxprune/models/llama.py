@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,7 @@ from jaxprune.core import decoding
 from jaxprune.core.tokens import KVCache, LayerTrace, PrunePoint, Tokens, make_tokens
 from jaxprune.models.attention import attend
 from jaxprune.models.config import TextConfig
+from jaxprune.models.layers import linear
 
 __all__ = ["KVCache", "LayerTrace", "LlamaModel", "PrunePoint", "Tokens", "make_tokens"]
 
@@ -29,7 +30,7 @@ __all__ = ["KVCache", "LayerTrace", "LlamaModel", "PrunePoint", "Tokens", "make_
 # ---------------------------------------------------------------------------------------------- RoPE
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rope_inverse_frequencies(cfg: TextConfig) -> np.ndarray:
   """[Dh/2] float32 inverse frequencies, with HF's `default`, `linear` and `llama3` rope types."""
   dh = cfg.head_dim
@@ -99,22 +100,14 @@ class RMSNorm(nnx.Module):
     return self.weight[...] * normed.astype(x.dtype)
 
 
-def _linear(n_in: int, n_out: int, bias: bool, dtype: jnp.dtype, rngs: nnx.Rngs, *, f32_out: bool = False):
-  """`f32_out` for row-parallel layers (input features sharded over "model"): partial sums are reduced across
-  shards in float32 and rounded to `dtype` once by the caller, so a bf16 model gives the same answers under
-  tensor parallelism as on one device."""
-  return nnx.Linear(n_in, n_out, use_bias=bias, dtype=dtype, param_dtype=dtype, rngs=rngs,
-                    preferred_element_type=jnp.float32 if f32_out else None)
-
-
 class Attention(nnx.Module):
 
   def __init__(self, cfg: TextConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
     d, h, g, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    self.q_proj = _linear(d, h * dh, cfg.attention_bias, dtype, rngs)
-    self.k_proj = _linear(d, g * dh, cfg.attention_bias, dtype, rngs)
-    self.v_proj = _linear(d, g * dh, cfg.attention_bias, dtype, rngs)
-    self.o_proj = _linear(h * dh, d, False, dtype, rngs, f32_out=True)
+    self.q_proj = linear(d, h * dh, dtype, rngs, bias=cfg.attention_bias)
+    self.k_proj = linear(d, g * dh, dtype, rngs, bias=cfg.attention_bias)
+    self.v_proj = linear(d, g * dh, dtype, rngs, bias=cfg.attention_bias)
+    self.o_proj = linear(h * dh, d, dtype, rngs, bias=False, f32_out=True)
     self.num_heads, self.num_kv_heads, self.head_dim = h, g, dh
 
   def project(self, x: jax.Array, cos: jax.Array, sin: jax.Array):
@@ -134,9 +127,9 @@ class MLP(nnx.Module):
 
   def __init__(self, cfg: TextConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
     d, f = cfg.hidden_size, cfg.intermediate_size
-    self.gate_proj = _linear(d, f, cfg.mlp_bias, dtype, rngs)
-    self.up_proj = _linear(d, f, cfg.mlp_bias, dtype, rngs)
-    self.down_proj = _linear(f, d, cfg.mlp_bias, dtype, rngs, f32_out=True)
+    self.gate_proj = linear(d, f, dtype, rngs, bias=cfg.mlp_bias)
+    self.up_proj = linear(d, f, dtype, rngs, bias=cfg.mlp_bias)
+    self.down_proj = linear(f, d, dtype, rngs, bias=cfg.mlp_bias, f32_out=True)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x)).astype(x.dtype)
@@ -176,10 +169,10 @@ class LlamaModel(nnx.Module):
     self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype, param_dtype=dtype, rngs=rngs)
     self.layers = nnx.List([DecoderLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_layers)])
     self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype=dtype)
-    self.lm_head = None if cfg.tie_word_embeddings else _linear(cfg.hidden_size, cfg.vocab_size, False, dtype, rngs)
+    self.lm_head = None if cfg.tie_word_embeddings else linear(cfg.hidden_size, cfg.vocab_size, dtype, rngs, bias=False)
 
   @property
-  def language_model(self) -> "LlamaModel":
+  def language_model(self) -> LlamaModel:
     return self
 
   def embed(self, ids: jax.Array) -> jax.Array:

@@ -1,43 +1,48 @@
-"""Model families (architecture -> config, module, weight map) and named presets (name -> hub id).
+"""Model families (architecture -> config, module, weight map, host, presets, shapes) and named presets.
 
-Adding a family: write `models/<family>/` with a `FAMILY` and add it to `_FAMILIES` — one line.
+Adding a family: write `models/<family>/` whose `__init__` defines `FAMILY` (its presets and shapes included) and
+add the folder's name to `FAMILY_PACKAGES` — one line. Everything else here derives from the families.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from jaxprune.models import gemma3, llava, llava_onevision, qwen2_5_vl
 from jaxprune.models.base import Family
 from jaxprune.models.config import TextConfig
 from jaxprune.models.llama import LlamaModel
 from jaxprune.models.weights import LLAMA
 
+FAMILY_PACKAGES = ("llava", "qwen2_5_vl", "gemma3", "llava_onevision")  # folders under jaxprune/models/
+
 # The shared decoder on its own: LlamaForCausalLM checkpoints (SmolLM2, Llama, Vicuna), text-only.
 LLAMA_TEXT = Family("llama", ("LlamaForCausalLM", "llama"), TextConfig.from_hf, LlamaModel, LLAMA,
                     optional_targets=("lm_head.",), is_vlm=False)
 
-_FAMILIES: tuple[Family, ...] = (
-    llava.FAMILY,
-    qwen2_5_vl.FAMILY,
-    gemma3.FAMILY,
-    llava_onevision.FAMILY,
-    LLAMA_TEXT,
-)
+VLM_FAMILIES: tuple[Family, ...] = tuple(importlib.import_module(f"jaxprune.models.{name}").FAMILY
+                                         for name in FAMILY_PACKAGES)
+_FAMILIES: tuple[Family, ...] = (*VLM_FAMILIES, LLAMA_TEXT)
+
+
+def _merged(field: str) -> dict[str, Any]:
+  """One name space over every family's `presets` or `shapes`; a name two families claim is a bug here."""
+  out: dict[str, Any] = {}
+  for family in _FAMILIES:
+    for name, value in getattr(family, field).items():
+      if name in out:
+        raise ValueError(f"{field} name {name!r} is claimed by two families (one is {family.name})")
+      out[name] = value
+  return out
+
 
 # config.json "architectures"[0] (or "model_type" when absent) -> family
 FAMILIES: dict[str, Family] = {arch: family for family in _FAMILIES for arch in family.architectures}
 
 # Short names accepted by `--model` and `jaxprune.load` -> Hugging Face hub id (downloaded only when online).
-PRESETS: dict[str, str] = {
-    "llava": "llava-hf/llava-1.5-7b-hf",
-    "llava-7b": "llava-hf/llava-1.5-7b-hf",
-    "llava-13b": "llava-hf/llava-1.5-13b-hf",
-    **qwen2_5_vl.PRESETS,
-    **gemma3.PRESETS,
-    **llava_onevision.PRESETS,
-}
+PRESETS: dict[str, str] = _merged("presets")
 
 # Checkpoints shipped in this repository's checkpoints/ folder (available from a source checkout).
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
@@ -58,5 +63,5 @@ def family_for(hf_config: Mapping[str, Any], source: str) -> Family:
 
 
 # Architecture shapes of known checkpoints, for abstract planning and benchmarks (no weights involved).
-SHAPES: dict[str, Any] = {**llava.SHAPES, **qwen2_5_vl.SHAPES, **gemma3.SHAPES, **llava_onevision.SHAPES}
+SHAPES: dict[str, Any] = _merged("shapes")
 LLAVA_15_7B = SHAPES["llava-7b"]  # kept for benchmarks written against it

@@ -29,7 +29,8 @@ Dh head dim.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.struct
 import jax
@@ -39,7 +40,9 @@ from flax import nnx
 from jaxprune.models.activations import activation
 from jaxprune.models.attention import attend
 from jaxprune.models.config import ViTConfig
-from jaxprune.models.weights import Rule, linear
+from jaxprune.models.layers import linear
+from jaxprune.models.weights import Rule
+from jaxprune.models.weights import linear as torch_linear
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +74,7 @@ class SiglipVisionConfig(ViTConfig):
     return 2 * n * self.patch_dim * d + layers * per_layer + signal
 
   @classmethod
-  def from_hf(cls, d: Mapping[str, Any]) -> "SiglipVisionConfig":
+  def from_hf(cls, d: Mapping[str, Any]) -> SiglipVisionConfig:
     config = super().from_hf(d)
     activation(config.hidden_act, "vision_config.hidden_act")  # refuse an unknown one at load
     return config
@@ -82,14 +85,6 @@ class SiglipOutputs:
   hidden: jax.Array  # [B, Np, Dv * F] selected states (see the module docstring)
   importance: jax.Array | None  # [B, Np] float32 attention received in the deepest layer run
   keys: jax.Array | None  # [B, Np, Dh] float32 that layer's keys, mean over heads
-
-
-def _linear(n_in: int, n_out: int, dtype, rngs: nnx.Rngs, *, f32_out: bool = False) -> nnx.Linear:
-  """`f32_out`: accumulate in float32 and round to `dtype` once (as `jaxprune.models.llama._linear`). The vision side
-  is replicated under tensor parallelism (`jaxprune.sharding.RULES`), so no sum is split here; float32 output is
-  kept so that bf16 towers compute what the multi-device tests measured."""
-  return nnx.Linear(n_in, n_out, dtype=dtype, param_dtype=dtype, rngs=rngs,
-                    preferred_element_type=jnp.float32 if f32_out else None)
 
 
 def _layer_norm(cfg: SiglipVisionConfig, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -113,8 +108,8 @@ class SiglipAttention(nnx.Module):
 
   def __init__(self, cfg: SiglipVisionConfig, *, dtype, rngs: nnx.Rngs):
     d = cfg.hidden_size
-    self.q_proj, self.k_proj, self.v_proj = (_linear(d, d, dtype, rngs) for _ in range(3))
-    self.out_proj = _linear(d, d, dtype, rngs, f32_out=True)
+    self.q_proj, self.k_proj, self.v_proj = (linear(d, d, dtype, rngs) for _ in range(3))
+    self.out_proj = linear(d, d, dtype, rngs, f32_out=True)
     self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
 
   def __call__(self, x: jax.Array, signals: bool = False):
@@ -134,8 +129,8 @@ class SiglipEncoderLayer(nnx.Module):
     self.layer_norm1 = _layer_norm(cfg, dtype, rngs)
     self.self_attn = SiglipAttention(cfg, dtype=dtype, rngs=rngs)
     self.layer_norm2 = _layer_norm(cfg, dtype, rngs)
-    self.fc1 = _linear(cfg.hidden_size, cfg.intermediate_size, dtype, rngs)
-    self.fc2 = _linear(cfg.intermediate_size, cfg.hidden_size, dtype, rngs, f32_out=True)
+    self.fc1 = linear(cfg.hidden_size, cfg.intermediate_size, dtype, rngs)
+    self.fc2 = linear(cfg.intermediate_size, cfg.hidden_size, dtype, rngs, f32_out=True)
     self.act = activation(cfg.hidden_act)
 
   def __call__(self, x: jax.Array, signals: bool = False):
@@ -154,7 +149,7 @@ class SiglipVisionTower(nnx.Module):
     if not 0 <= used <= cfg.num_layers:
       raise ValueError(f"SigLIP tower: num_layers_used={used} outside [0, {cfg.num_layers}]")
     self.config = cfg
-    self.patch_embedding = _linear(cfg.patch_dim, cfg.hidden_size, dtype, rngs)
+    self.patch_embedding = linear(cfg.patch_dim, cfg.hidden_size, dtype, rngs)
     self.position_embedding = nnx.Embed(cfg.num_patches, cfg.hidden_size, dtype=dtype, param_dtype=dtype, rngs=rngs)
     self.layers = nnx.List([SiglipEncoderLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(used)])
     self.post_layernorm = _layer_norm(cfg, dtype, rngs)
@@ -205,11 +200,11 @@ def siglip_weight_rules(hf_prefix: str, ours: str) -> tuple[Rule, ...]:
       (hf_prefix + r"embeddings\.patch_embedding\.bias", ours + "patch_embedding.bias", None),
       (hf_prefix + r"embeddings\.position_embedding\.weight", ours + "position_embedding.embedding", None),
       (hf_prefix + r"embeddings\.position_ids", None, None),
-      (layer + r"self_attn\.(q|k|v|out)_proj\.weight", to + r"self_attn.\2_proj.kernel", linear),
+      (layer + r"self_attn\.(q|k|v|out)_proj\.weight", to + r"self_attn.\2_proj.kernel", torch_linear),
       (layer + r"self_attn\.(q|k|v|out)_proj\.bias", to + r"self_attn.\2_proj.bias", None),
       (layer + r"layer_norm(1|2)\.weight", to + r"layer_norm\2.scale", None),
       (layer + r"layer_norm(1|2)\.bias", to + r"layer_norm\2.bias", None),
-      (layer + r"mlp\.(fc1|fc2)\.weight", to + r"\2.kernel", linear),
+      (layer + r"mlp\.(fc1|fc2)\.weight", to + r"\2.kernel", torch_linear),
       (layer + r"mlp\.(fc1|fc2)\.bias", to + r"\2.bias", None),
       (hf_prefix + r"post_layernorm\.weight", ours + "post_layernorm.scale", None),
       (hf_prefix + r"post_layernorm\.bias", ours + "post_layernorm.bias", None),

@@ -9,7 +9,7 @@ of `None` means the weight is knowingly unused. Rules are tried in order; the fi
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

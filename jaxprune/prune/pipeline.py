@@ -41,7 +41,7 @@ class Pruner:
   config: Any  # the family config (hashable)
 
   @classmethod
-  def build(cls, plan: PrunePlan | str, config: Any, task_signals: frozenset[str] = frozenset()) -> "Pruner":
+  def build(cls, plan: PrunePlan | str, config: Any, task_signals: frozenset[str] = frozenset()) -> Pruner:
     plan = PrunePlan.parse(plan) if isinstance(plan, str) else plan
     return cls(plan.validate(config, task_signals), config)
 

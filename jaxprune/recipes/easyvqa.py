@@ -27,8 +27,9 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -422,6 +423,7 @@ def shared_prefix_loss(model, prefix, features, image_of, ids, valid, target, vi
   auxiliary loss on the visual tokens): -> (per_seq, count, tapped) instead of (per_seq, count).
   """
   import jax.numpy as jnp
+
   from jaxprune.models.llama import rope_inverse_frequencies, rope_tables
   lm = model.language_model
   n_img, p = features.shape[0], prefix.shape[0]
@@ -466,6 +468,7 @@ def loss_fn(model, batch: dict, *, tap_layer: int | None = None):
   tap_layer: also return the image prefix's hidden states [Bi, P, D] after that decoder layer (a third output).
   """
   import jax.numpy as jnp
+
   from jaxprune.core.tokens import ModelInputs
   if "tower_states" in batch:  # frozen tower: its states were computed once
     features = model.projector(batch["tower_states"])  # [Bi, Nv, D]
@@ -596,7 +599,7 @@ def pretrain_vision(model, recipe: Recipe, split: Split, *, test: Split | None =
     params, opt_state, loss, hits = step(params, opt_state, pixels, shape[rows], color[rows])
     pending.append((loss, hits, rows))
     if (i + 1) % log_every == 0 or i + 1 == steps:
-      losses.append((i + 1, float(np.mean([float(l) for l, _, _ in pending]))))
+      losses.append((i + 1, float(np.mean([float(loss) for loss, _, _ in pending]))))
       if i + 1 > steps // 2:  # training accuracy over the second half, for the model card
         for _, (hs, hc), r in pending:
           hits_shape, hits_color = hits_shape + int(hs), hits_color + int(hc)
@@ -609,7 +612,7 @@ def pretrain_vision(model, recipe: Recipe, split: Split, *, test: Split | None =
           "shape_acc": hits_shape / max(known_shape, 1), "color_acc": hits_color / max(known_color, 1)}
   if test is not None:
     test_shape, test_color = image_attributes(test)
-    predict = jax.jit(lambda p, x: tuple(jnp.argmax(l, -1) for l in nnx.merge(graphdef, p)(x)))
+    predict = jax.jit(lambda p, x: tuple(jnp.argmax(logits, -1) for logits in nnx.merge(graphdef, p)(x)))
     n = recipe.eval_batch_size
     got = [predict(params, test.pixels[lo:lo + n]) for lo in range(0, len(test.pixels), n)]
     pred_shape, pred_color = (np.concatenate([np.asarray(g[k]) for g in got]) for k in (0, 1))
@@ -688,7 +691,7 @@ def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 
     trained = np.asarray(arrays["target"]).any(axis=1)  # [B] rows with a loss (a recipe may mask some)
     pending.append((loss, per_seq, rows, trained))
     if (i + 1) % log_every == 0 or i + 1 == recipe.steps:  # one host sync per log_every steps
-      losses.append((i + 1, float(np.mean([float(l) for l, _, _, _ in pending]))))
+      losses.append((i + 1, float(np.mean([float(loss) for loss, _, _, _ in pending]))))
       used = np.concatenate([t for _, _, _, t in pending])
       seq = np.concatenate([np.asarray(p) for _, p, _, _ in pending])[used]
       fam = kinds[np.concatenate([r for _, _, r, _ in pending])][used]
@@ -718,6 +721,7 @@ def evaluate(model, tokenizer, split: Split, *, blind: bool, batch_size: int) ->
   -> {"accuracy", "by_kind": {kind: accuracy}, "predictions": [str], "seconds"}.
   """
   from tqdm import tqdm
+
   from jaxprune.generate import Generator, pad_batch, trim_at_eos
   eos = tokenizer.eos_token_id
   gen = Generator(model, max_new_tokens=4, eos_ids=(eos,), pad_id=tokenizer.pad_token_id)
@@ -821,7 +825,7 @@ def model_card(*, recipe: Recipe, cfg, command: str, n_params: int, train_info: 
       samples_seen=f"{recipe.steps * recipe.batch_size:,}",
       epochs=f"{recipe.steps * recipe.batch_size / n_train:.2f}",
       n_last_losses=min(10, len(losses)),
-      final_loss=f"{np.mean([l for _, l in losses[-10:]]):.4f}",
+      final_loss=f"{np.mean([loss for _, loss in losses[-10:]]):.4f}",
       train_minutes=f"{train_info['seconds'] / 60:.1f}",
       eval_minutes=f"{(test['seconds'] + blind['seconds']) / 60:.1f}",
       total_minutes=f"{seconds_total / 60:.1f}",
@@ -839,8 +843,9 @@ def run(task: str, out: str | os.PathLike, recipe: Recipe, *, train_limit: int |
   import jax
   import jax.numpy as jnp
   from flax import nnx
-  from jaxprune.models.llava.export import save_hf_llava
+
   from jaxprune.models.llava import Llava
+  from jaxprune.models.llava.export import save_hf_llava
 
   if task != "easyvqa":
     raise SystemExit(f"--task {task!r}: only 'easyvqa' is supported")

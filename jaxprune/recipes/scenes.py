@@ -66,8 +66,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -633,7 +634,7 @@ def pretrain_tower(model, recipe: Recipe, split: ScenesSplit, *, test: ScenesSpl
   nnx.update(heads, params)  # writes the trained tower into `model`
   info: dict[str, Any] = {"seconds": time.perf_counter() - start, "losses": losses}
   if test is not None:
-    predict = jax.jit(lambda p, x: [jnp.argmax(l, -1) for l in nnx.merge(graphdef, p)(x)])
+    predict = jax.jit(lambda p, x: [jnp.argmax(logits, -1) for logits in nnx.merge(graphdef, p)(x)])
     n = recipe.eval_batch_size
     got = [predict(params, test.pixels[lo:lo + n]) for lo in range(0, len(test.pixels), n)]
     info["test"] = {}
@@ -733,7 +734,7 @@ def model_card(*, recipe: Recipe, cfg, command: str, n_params: int, info: dict, 
           f"{' of the shallow decoder' if grown else ''}, the colour and shape of the nearest object left of and "
           "above each token's object (whole images only), so a relation question is one lookup."),
       min_keep=recipe.min_visual_keep, n_last_losses=min(10, len(info["losses"])),
-      final_loss=f"{np.mean([l for _, l in info['losses'][-10:]]):.4f}" if info["losses"] else "n/a",
+      final_loss=f"{np.mean([loss for _, loss in info['losses'][-10:]]):.4f}" if info["losses"] else "n/a",
       hp="\n".join(f"| `{k}` | {v} |" for k, v in dataclasses.asdict(recipe).items()),
       total_minutes=f"{seconds_total / 60:.1f}", machine=base.machine_description(),
       load_text=" -> ".join(f"{x:.1f}" for x in info.get("load", ())), command=command)
@@ -801,6 +802,7 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
   import jax
   import jax.numpy as jnp
   from flax import nnx
+
   from jaxprune.models.llava import Llava
   from jaxprune.models.llava.export import save_hf_llava
 

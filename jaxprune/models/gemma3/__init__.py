@@ -40,4 +40,5 @@ __all__ = ["FAMILY", "HUB_CONFIGS", "PRESETS", "SHAPES", "Gemma3", "Gemma3Config
            "Gemma3TextConfig"]
 
 FAMILY = Family("gemma3", ("Gemma3ForConditionalGeneration", "gemma3"), Gemma3Config.from_hf, Gemma3,
-                weights.GEMMA3, optional_targets=weights.OPTIONAL_TARGETS, host=Gemma3Host)
+                weights.GEMMA3, optional_targets=weights.OPTIONAL_TARGETS, host=Gemma3Host, presets=PRESETS,
+                shapes=SHAPES)

@@ -9,9 +9,10 @@ come from `layer_types`, or from the older `sliding_window_pattern` (every n-th 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from jaxprune.models.config import TextConfig, check_token_ids, get_first, key_of
+from jaxprune.models.config import DecoderReadout, TextConfig, check_token_ids, get_first, key_of
 from jaxprune.models.siglip import SiglipVisionConfig
 
 SLIDING, FULL = "sliding_attention", "full_attention"
@@ -48,7 +49,7 @@ class Gemma3TextConfig(TextConfig):
   hidden_activation: str = "gelu_pytorch_tanh"
 
   @classmethod
-  def from_hf(cls, d: Mapping[str, Any]) -> "Gemma3TextConfig":
+  def from_hf(cls, d: Mapping[str, Any]) -> Gemma3TextConfig:
     where = "config.json: text_config"
     d = {**_TEXT_DEFAULTS, **d}
     if d.get("attn_logit_softcapping") is not None:
@@ -91,7 +92,7 @@ class Gemma3TextConfig(TextConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class Gemma3Config:
+class Gemma3Config(DecoderReadout):
   """Gemma 3: SigLIP tower -> average pool to `mm_tokens_per_image` -> RMSNorm + matmul projector -> decoder.
 
   A prompt's image is `<start_of_image>` + mm_tokens_per_image `<image_soft_token>` + `<end_of_image>`; only
@@ -105,14 +106,6 @@ class Gemma3Config:
   eoi_token_id: int = 256_000
 
   # ---- what pruning, cost and eval read (models/base.py: VLMConfig)
-
-  @property
-  def num_layers(self) -> int:
-    return self.text.num_layers
-
-  @property
-  def rope_axes(self) -> int:
-    return 1
 
   @property
   def visual_tokens_per_image(self) -> int:
@@ -145,7 +138,7 @@ class Gemma3Config:
     return images * (self.vision.flops() + projector)
 
   @classmethod
-  def from_hf(cls, d: Mapping[str, Any]) -> "Gemma3Config":
+  def from_hf(cls, d: Mapping[str, Any]) -> Gemma3Config:
     for key in ("text_config", "vision_config"):
       if key not in d:
         raise ValueError(f"config.json: no {key} (is this a Gemma3ForConditionalGeneration checkpoint?)")

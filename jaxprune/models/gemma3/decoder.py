@@ -23,7 +23,7 @@ Shapes: B batch, L sequence, D hidden, H query heads, G kv heads, Dh head dim, S
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,7 @@ from jaxprune.core import decoding
 from jaxprune.core.tokens import KVCache, PrunePoint, Tokens, make_tokens
 from jaxprune.models.attention import attend
 from jaxprune.models.gemma3.config import SLIDING, Gemma3TextConfig
+from jaxprune.models.layers import linear
 from jaxprune.models.llama import apply_rope, rope_inverse_frequencies, rope_tables
 
 RopeTables = tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]  # (global, sliding) (cos, sin)
@@ -52,22 +53,16 @@ class GemmaRMSNorm(nnx.Module):
     return (normed * (1.0 + self.weight[...].astype(jnp.float32))).astype(x.dtype)
 
 
-def _linear(n_in: int, n_out: int, dtype: jnp.dtype, rngs: nnx.Rngs, *, f32_out: bool = False) -> nnx.Linear:
-  """`f32_out` for row-parallel layers: see `jaxprune.models.llama._linear`."""
-  return nnx.Linear(n_in, n_out, use_bias=False, dtype=dtype, param_dtype=dtype, rngs=rngs,
-                    preferred_element_type=jnp.float32 if f32_out else None)
-
-
 class Attention(nnx.Module):
 
   def __init__(self, cfg: Gemma3TextConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
     d, h, g, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     if cfg.attention_bias:
       raise ValueError("config.json: text_config.attention_bias=true is not supported for Gemma 3")
-    self.q_proj = _linear(d, h * dh, dtype, rngs)
-    self.k_proj = _linear(d, g * dh, dtype, rngs)
-    self.v_proj = _linear(d, g * dh, dtype, rngs)
-    self.o_proj = _linear(h * dh, d, dtype, rngs, f32_out=True)
+    self.q_proj = linear(d, h * dh, dtype, rngs, bias=False)
+    self.k_proj = linear(d, g * dh, dtype, rngs, bias=False)
+    self.v_proj = linear(d, g * dh, dtype, rngs, bias=False)
+    self.o_proj = linear(h * dh, d, dtype, rngs, bias=False, f32_out=True)
     self.q_norm = GemmaRMSNorm(dh, cfg.rms_norm_eps, dtype=dtype)
     self.k_norm = GemmaRMSNorm(dh, cfg.rms_norm_eps, dtype=dtype)
     self.num_heads, self.num_kv_heads, self.head_dim = h, g, dh
@@ -93,9 +88,9 @@ class MLP(nnx.Module):
 
   def __init__(self, cfg: Gemma3TextConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
     d, f = cfg.hidden_size, cfg.intermediate_size
-    self.gate_proj = _linear(d, f, dtype, rngs)
-    self.up_proj = _linear(d, f, dtype, rngs)
-    self.down_proj = _linear(f, d, dtype, rngs, f32_out=True)
+    self.gate_proj = linear(d, f, dtype, rngs, bias=False)
+    self.up_proj = linear(d, f, dtype, rngs, bias=False)
+    self.down_proj = linear(f, d, dtype, rngs, bias=False, f32_out=True)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.down_proj(jax.nn.gelu(self.gate_proj(x), approximate=True) * self.up_proj(x)).astype(x.dtype)
@@ -150,10 +145,10 @@ class Gemma3Decoder(nnx.Module):
     self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype, param_dtype=dtype, rngs=rngs)
     self.layers = nnx.List([DecoderLayer(cfg, i, dtype=dtype, rngs=rngs) for i in range(cfg.num_layers)])
     self.norm = GemmaRMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype=dtype)
-    self.lm_head = None if cfg.tie_word_embeddings else _linear(cfg.hidden_size, cfg.vocab_size, dtype, rngs)
+    self.lm_head = None if cfg.tie_word_embeddings else linear(cfg.hidden_size, cfg.vocab_size, dtype, rngs, bias=False)
 
   @property
-  def language_model(self) -> "Gemma3Decoder":
+  def language_model(self) -> Gemma3Decoder:
     return self
 
   def embed(self, ids: jax.Array) -> jax.Array:

@@ -9,13 +9,12 @@ the same number (its pixels are [B, I, C, S, S], no padded visual slots).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from jaxprune.core.tokens import ModelInputs
-from jaxprune.generate import pad_batch
-from jaxprune.inputs import InputError
+from jaxprune.inputs import InputError, fill_batch, images_per_prompt, pad_batch, stack_pixels
 from jaxprune.models.config import check_placeholder_token
 from jaxprune.models.gemma3.config import Gemma3Config
 from jaxprune.prompts import Prompt, chat_halves, encode_around
@@ -76,27 +75,14 @@ class Gemma3Host:
   def join(self, per_prompt: Sequence[np.ndarray]) -> np.ndarray:
     """`pixels` results of several prompts ([I, C, S, S] each, one I for all) -> [B, C, S, S] for one image per
     prompt, else [B, I, C, S, S] (what `Gemma3.encode_images` takes)."""
-    counts = sorted({len(p) for p in per_prompt})
-    if len(counts) != 1:
-      raise InputError(f"a Gemma 3 batch needs the same number of images in every prompt; got "
-                       f"{', '.join(map(str, counts))} images per prompt")
-    stacked = np.stack([np.asarray(p, np.float32) for p in per_prompt])  # [B, I, C, S, S]
-    return stacked[:, 0] if counts[0] == 1 else stacked
+    return stack_pixels(per_prompt, "Gemma 3")
 
   def batch(self, prompts: Sequence[Prompt], pixels: np.ndarray | None, *, batch_size: int, bucket: int,
             pad_id: int) -> ModelInputs:
     """Pad to the bucket and to a full batch (repeating the first prompt), so shapes stay static. `pixels` is
     `join`'s [B, C, S, S] or [B, I, C, S, S]; every prompt must hold I images' soft tokens."""
-    fill = batch_size - len(prompts)
-    if fill < 0:
-      raise ValueError(f"{len(prompts)} prompts exceed batch_size={batch_size}")
-    prompts = list(prompts) + [prompts[0]] * fill
-    if pixels is not None:
-      pixels = np.asarray(pixels)
-      if pixels.shape[0] != len(prompts) - fill:
-        raise InputError(f"images for {pixels.shape[0]} prompts, but {len(prompts) - fill} prompts")
-      pixels = np.concatenate([pixels, np.repeat(pixels[:1], fill, axis=0)]) if fill else pixels
-    images = 0 if pixels is None else 1 if pixels.ndim == 4 else pixels.shape[1]
+    prompts, pixels = fill_batch(prompts, pixels, batch_size)
+    images = images_per_prompt(pixels)
     batch = pad_batch([p.ids for p in prompts], pad_id=pad_id, multiple=bucket,
                       query_spans=[p.question_span for p in prompts], pixels=pixels)
     self._check_soft_tokens(batch.ids, images)

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxprune.core.tokens import ModelInputs, Tokens, VisionSignals, VisualLayout, make_tokens
+from jaxprune.core.tokens import ModelInputs, Tokens, VisionSignals, VisualLayout
+from jaxprune.models.base import embed_inputs
 from jaxprune.models.gemma3.config import Gemma3Config
 from jaxprune.models.gemma3.decoder import Gemma3Decoder, GemmaRMSNorm
 from jaxprune.models.siglip import SiglipVisionTower
@@ -79,14 +80,4 @@ class Gemma3(nnx.Module):
     Every sample holds mm_tokens_per_image `<image_soft_token>` ids per image, in prompt order (the processor
     expands each `<start_of_image>`); `<start_of_image>` / `<end_of_image>` are ordinary text tokens.
     """
-    ids, valid = jnp.asarray(inputs.ids), jnp.asarray(inputs.valid)
-    image = ids == self.config.image_token_id  # [B, L] real and padded visual slots
-    hidden = self.language_model.embed(jnp.where(image, 0, ids))  # [B, L, D], text scaled by sqrt(D)
-    if inputs.pixels is None:
-      return make_tokens(hidden, valid, jnp.zeros_like(image), inputs.query, positions=inputs.positions), None
-    vision = self.encode_images(jnp.asarray(inputs.pixels), inputs.layout)
-    tokens = make_tokens(hidden, valid, image, inputs.query, positions=inputs.positions)
-    slot = jnp.clip(tokens.patch, 0, vision.features.shape[1] - 1)  # [B, L]
-    merged = jnp.take_along_axis(vision.features, slot[..., None], axis=1).astype(hidden.dtype)  # [B, L, D]
-    image_id = jnp.where(image, jnp.take_along_axis(vision.layout.image, slot, axis=1), -1).astype(jnp.int32)
-    return tokens.replace(hidden=jnp.where(image[..., None], merged, hidden), image_id=image_id), vision
+    return embed_inputs(self, inputs)

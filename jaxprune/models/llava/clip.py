@@ -15,7 +15,9 @@ from flax import nnx
 
 from jaxprune.models.activations import activation
 from jaxprune.models.attention import attend
+from jaxprune.models.layers import linear
 from jaxprune.models.llava.config import VisionConfig
+
 
 class VisionEmbeddings(nnx.Module):
 
@@ -36,20 +38,12 @@ class VisionEmbeddings(nnx.Module):
     return x + self.position_embedding.embedding[...][None].astype(x.dtype)
 
 
-def _linear(n_in: int, n_out: int, dtype: jnp.dtype, rngs: nnx.Rngs, *, f32_out: bool = False) -> nnx.Linear:
-  """`f32_out`: accumulate in float32 and round to `dtype` once (as `jaxprune.models.llama._linear`). The vision side
-  is replicated under tensor parallelism (`jaxprune.sharding.RULES`), so no sum is split here; float32 output is
-  kept so that bf16 towers compute what the multi-device tests measured."""
-  return nnx.Linear(n_in, n_out, dtype=dtype, param_dtype=dtype, rngs=rngs,
-                    preferred_element_type=jnp.float32 if f32_out else None)
-
-
 class VisionAttention(nnx.Module):
 
   def __init__(self, cfg: VisionConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
     d = cfg.hidden_size
-    self.q_proj, self.k_proj = _linear(d, d, dtype, rngs), _linear(d, d, dtype, rngs)
-    self.v_proj, self.out_proj = _linear(d, d, dtype, rngs), _linear(d, d, dtype, rngs, f32_out=True)
+    self.q_proj, self.k_proj = linear(d, d, dtype, rngs), linear(d, d, dtype, rngs)
+    self.v_proj, self.out_proj = linear(d, d, dtype, rngs), linear(d, d, dtype, rngs, f32_out=True)
     self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -73,8 +67,8 @@ class VisionLayer(nnx.Module):
     self.layer_norm1 = nnx.LayerNorm(d, epsilon=eps, dtype=dtype, param_dtype=dtype, rngs=rngs)
     self.self_attn = VisionAttention(cfg, dtype=dtype, rngs=rngs)
     self.layer_norm2 = nnx.LayerNorm(d, epsilon=eps, dtype=dtype, param_dtype=dtype, rngs=rngs)
-    self.fc1 = _linear(d, cfg.intermediate_size, dtype, rngs)
-    self.fc2 = _linear(cfg.intermediate_size, d, dtype, rngs, f32_out=True)
+    self.fc1 = linear(d, cfg.intermediate_size, dtype, rngs)
+    self.fc2 = linear(cfg.intermediate_size, d, dtype, rngs, f32_out=True)
     self.act = activation(cfg.hidden_act)
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from jaxprune.models.config import TextConfig, ViTConfig, check_token_ids, get_first, key_of
+from jaxprune.models.config import DecoderReadout, TextConfig, ViTConfig, check_token_ids, get_first, key_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,7 +18,7 @@ class VisionConfig(ViTConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class LlavaConfig:
+class LlavaConfig(DecoderReadout):
   """LLaVA-1.5: CLIP tower -> 2-layer projector -> Llama decoder, features merged at <image> tokens.
 
   `vision_feature_layer` indexes HF's hidden_states tuple (0 = embeddings); a tuple of layers concatenates their
@@ -33,14 +34,6 @@ class LlavaConfig:
   projector_bias: bool = True
 
   # ---- what pruning, cost and eval read (models/base.py: VLMConfig)
-
-  @property
-  def num_layers(self) -> int:
-    return self.text.num_layers
-
-  @property
-  def rope_axes(self) -> int:
-    return 1
 
   @property
   def visual_tokens_per_image(self) -> int:
@@ -96,7 +89,7 @@ class LlavaConfig:
     return max(self.feature_layers)
 
   @classmethod
-  def from_hf(cls, d: Mapping[str, Any]) -> "LlavaConfig":
+  def from_hf(cls, d: Mapping[str, Any]) -> LlavaConfig:
     layer = d.get("vision_feature_layer", -2)
     if isinstance(layer, list):
       if not layer or not all(isinstance(x, int) for x in layer):
@@ -122,6 +115,10 @@ class LlavaConfig:
         projector_bias=bool(d.get("multimodal_projector_bias", True)),
     )
 
+
+# registry names -> hub ids (downloaded only when online)
+PRESETS = {"llava": "llava-hf/llava-1.5-7b-hf", "llava-7b": "llava-hf/llava-1.5-7b-hf",
+           "llava-13b": "llava-hf/llava-1.5-13b-hf"}
 
 # Architecture shapes of the released checkpoints (abstract planning and benchmarks; no weights).
 SHAPES = {

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from jaxprune.core.tokens import ModelInputs
-from jaxprune.inputs import image_batch
+from jaxprune.inputs import fill_batch, image_batch, stack_pixels
 from jaxprune.models.config import check_placeholder_token
 from jaxprune.models.llava.config import LlavaConfig
 from jaxprune.prompts import Prompt, build_prompt
@@ -29,12 +29,12 @@ class LlavaHost:
     # the id is inserted directly (no placeholder text), so only its kind is checked
     check_placeholder_token(tokenizer, config.image_token_id, "image_token_index")
 
-  def prompt(self, question: str, with_image: bool) -> Prompt:
+  def prompt(self, question: str, with_image: bool, num_images: int = 1) -> Prompt:
     return build_prompt(self.tokenizer, question, image_token_id=self.config.image_token_id if with_image else None,
-                        num_image_tokens=self.config.visual_tokens_per_image)
+                        num_image_tokens=self.config.visual_tokens_per_image, num_images=num_images)
 
   def pixels(self, images: list) -> np.ndarray:
-    """PIL images -> [N, C, H, W] float32."""
+    """One prompt's PIL images -> [I, C, H, W] float32."""
     if self.processor is not None:
       return np.asarray(self.processor(images=images, return_tensors="np")["pixel_values"], np.float32)
     size = self.config.vision.image_size
@@ -43,16 +43,14 @@ class LlavaHost:
     return x.transpose(0, 3, 1, 2)
 
   def join(self, per_prompt: Sequence[np.ndarray]) -> np.ndarray:
-    """`pixels` results of several prompts ([1, C, H, W] each) -> [B, C, H, W] for `batch`."""
-    return np.concatenate(per_prompt)
+    """`pixels` results of several prompts ([I, C, H, W] each, one I for all) -> [B, C, H, W] for one image per
+    prompt, else [B, I, C, H, W] (what `Llava.input_tokens` takes)."""
+    return stack_pixels(per_prompt, "LLaVA")
 
   def batch(self, prompts: Sequence[Prompt], pixels: np.ndarray | None, *, batch_size: int, bucket: int,
             pad_id: int) -> ModelInputs:
     """Pad to the bucket and to a full batch (repeating the first prompt), so shapes stay static."""
-    fill = batch_size - len(prompts)
-    prompts = list(prompts) + [prompts[0]] * fill
-    if pixels is not None and fill:
-      pixels = np.concatenate([pixels, np.repeat(pixels[:1], fill, axis=0)])
+    prompts, pixels = fill_batch(prompts, pixels, batch_size)
     return image_batch([p.ids for p in prompts], pixels, image_token_id=self.config.image_token_id,
                        num_image_tokens=self.config.visual_tokens_per_image, pad_id=pad_id, multiple=bucket,
                        query_spans=[p.question_span for p in prompts])

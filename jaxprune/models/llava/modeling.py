@@ -20,24 +20,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxprune.core.tokens import ModelInputs, Tokens, VisionSignals, VisualLayout, make_tokens
-from jaxprune.models.activations import activation
+from jaxprune.core.tokens import ModelInputs, Tokens, VisionSignals, VisualLayout
+from jaxprune.models.base import embed_inputs
+from jaxprune.models.layers import MultimodalProjector
 from jaxprune.models.llama import LlamaModel
 from jaxprune.models.llava.clip import VisionTower
 from jaxprune.models.llava.config import LlavaConfig
 
-
-class Projector(nnx.Module):
-
-  def __init__(self, cfg: LlavaConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
-    dv, d = cfg.vision.hidden_size * len(cfg.feature_layers), cfg.text.hidden_size
-    kw = dict(use_bias=cfg.projector_bias, dtype=dtype, param_dtype=dtype, rngs=rngs)
-    self.linear_1 = nnx.Linear(dv, d, **kw)
-    self.linear_2 = nnx.Linear(d, d, preferred_element_type=jnp.float32, **kw)  # f32 sum, rounded once
-    self.act = activation(cfg.projector_hidden_act)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.linear_2(self.act(self.linear_1(x))).astype(x.dtype)
+Projector = MultimodalProjector  # llava-hf's multi_modal_projector (the weight map's name)
 
 
 class Llava(nnx.Module):
@@ -75,15 +65,4 @@ class Llava(nnx.Module):
     Every sample holds one `<image>` placeholder per visual slot (padded slots: the placeholder id with valid
     False), checked on the host by `jaxprune.models.llava.host`.
     """
-    ids, valid = inputs.ids, inputs.valid
-    image = ids == self.config.image_token_id  # [B, L] real and padded visual slots
-    text_ids = jnp.where(image, 0, ids)  # placeholder ids may lie outside the embedding table
-    hidden = self.language_model.embed(text_ids)  # [B, L, D]
-    if inputs.pixels is None:
-      return make_tokens(hidden, valid, jnp.zeros_like(image), inputs.query, positions=inputs.positions), None
-    vision = self.encode_images(inputs.pixels, inputs.layout)
-    tokens = make_tokens(hidden, valid, image, inputs.query, positions=inputs.positions)
-    slot = jnp.clip(tokens.patch, 0, vision.features.shape[1] - 1)  # [B, L]
-    merged = jnp.take_along_axis(vision.features, slot[..., None], axis=1).astype(hidden.dtype)  # [B, L, D]
-    image_id = jnp.where(image, jnp.take_along_axis(vision.layout.image, slot, axis=1), -1)
-    return tokens.replace(hidden=jnp.where(image[..., None], merged, hidden), image_id=image_id), vision
+    return embed_inputs(self, inputs)

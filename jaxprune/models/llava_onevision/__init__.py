@@ -29,10 +29,10 @@ from jaxprune.models.llava_onevision.modeling import LlavaOnevision
 
 __all__ = ["FAMILY", "HUB_CONFIGS", "PRESETS", "SHAPES", "LlavaOnevision", "OnevisionConfig", "OnevisionHost"]
 
-FAMILY = Family("llava_onevision", ("LlavaOnevisionForConditionalGeneration", "llava_onevision"),
-                OnevisionConfig.from_hf, LlavaOnevision, weights.ONEVISION, optional_targets=weights.OPTIONAL_TARGETS,
-                host=OnevisionHost)
-
 # registry names -> hub ids (downloaded only when online)
 PRESETS = {"llava-onevision-0.5b": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
            "llava-onevision-7b": "llava-hf/llava-onevision-qwen2-7b-ov-hf"}
+
+FAMILY = Family("llava_onevision", ("LlavaOnevisionForConditionalGeneration", "llava_onevision"),
+                OnevisionConfig.from_hf, LlavaOnevision, weights.ONEVISION, optional_targets=weights.OPTIONAL_TARGETS,
+                host=OnevisionHost, presets=PRESETS, shapes=SHAPES)

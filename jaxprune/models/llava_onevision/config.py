@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from jaxprune.models.config import TextConfig, check_token_ids, get_first, key_of
+from jaxprune.models.config import DecoderReadout, TextConfig, check_token_ids, get_first, key_of
 from jaxprune.models.siglip import SiglipVisionConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class OnevisionConfig:
+class OnevisionConfig(DecoderReadout):
   """SigLIP crops -> 2-layer projector -> unpad + image newlines -> tokens at `<image>` ids -> Qwen2 decoder."""
 
   text: TextConfig
@@ -24,14 +25,6 @@ class OnevisionConfig:
   # (height, width) in pixels of every crop layout AnyRes may pick
   image_grid_pinpoints: tuple[tuple[int, int], ...] = ((384, 384),)
   max_num_patches: int = 9  # "anyres_max_9": the unpadded crop grid is shrunk to about 9 crops' tokens
-
-  @property
-  def num_layers(self) -> int:
-    return self.text.num_layers
-
-  @property
-  def rope_axes(self) -> int:
-    return 1
 
   @property
   def visual_tokens_per_image(self) -> None:
@@ -65,7 +58,7 @@ class OnevisionConfig:
     return crops * (v.flops(self.vision_layers_used) + projector)
 
   @classmethod
-  def from_hf(cls, d: Mapping[str, Any]) -> "OnevisionConfig":
+  def from_hf(cls, d: Mapping[str, Any]) -> OnevisionConfig:
     if "vision_config" not in d or "text_config" not in d:
       raise ValueError("config.json: no vision_config/text_config (is this a LLaVA-OneVision checkpoint?)")
     vision_dict = d["vision_config"]

@@ -28,28 +28,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
-import flax.struct
-import jax
 import numpy as np
 
 from jaxprune.core.tokens import ModelInputs, VisualLayout
 from jaxprune.models.config import check_placeholder_token
 from jaxprune.models.llava_onevision.config import OnevisionConfig
+from jaxprune.models.llava_onevision.modeling import OnevisionPixels
 from jaxprune.prompts import Prompt, chat_halves, encode_around
 
 TAPS = 4  # bilinear interpolation reads at most 4 source tokens
-
-
-@flax.struct.dataclass
-class OnevisionPixels:
-  """A batch's images as the model takes them (the `pixels` of a LLaVA-OneVision `ModelInputs`)."""
-
-  crops: jax.Array  # [C, 3, S, S] float32 every image's crops (base view first), padded with zero crops
-  source: jax.Array  # [B, N, TAPS] int32 index into the batch's flattened [C * Np] projector outputs
-  weight: jax.Array  # [B, N, TAPS] float32 tap weights (0 at unused taps, newlines and padded slots)
-  newline: jax.Array  # [B, N] bool slots that hold the learned image_newline vector
 
 
 @dataclasses.dataclass

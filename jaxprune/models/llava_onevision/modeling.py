@@ -12,29 +12,30 @@ D text hidden, Dh tower head dim.
 
 from __future__ import annotations
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxprune.core.tokens import ModelInputs, Tokens, VisionSignals, VisualLayout, make_tokens
-from jaxprune.models.activations import activation
+from jaxprune.core.tokens import ModelInputs, Tokens, VisionSignals, VisualLayout
+from jaxprune.models.base import embed_inputs
+from jaxprune.models.layers import MultimodalProjector
 from jaxprune.models.llama import LlamaModel
 from jaxprune.models.llava_onevision.config import OnevisionConfig
-from jaxprune.models.llava_onevision.host import OnevisionPixels
 from jaxprune.models.siglip import SiglipVisionTower
 
 
-class Projector(nnx.Module):
+@flax.struct.dataclass
+class OnevisionPixels:
+  """A batch's images as the model takes them (the `pixels` of a LLaVA-OneVision `ModelInputs`)."""
 
-  def __init__(self, cfg: OnevisionConfig, *, dtype, rngs: nnx.Rngs):
-    dv, d = cfg.vision.hidden_size * len(cfg.feature_layers), cfg.text.hidden_size
-    kw = dict(use_bias=cfg.projector_bias, dtype=dtype, param_dtype=dtype, rngs=rngs)
-    self.linear_1 = nnx.Linear(dv, d, **kw)
-    self.linear_2 = nnx.Linear(d, d, preferred_element_type=jnp.float32, **kw)  # f32 sum, rounded once
-    self.act = activation(cfg.projector_hidden_act)
+  crops: jax.Array  # [C, 3, S, S] float32 every image's crops (base view first), padded with zero crops
+  source: jax.Array  # [B, N, TAPS] int32 index into the batch's flattened [C * Np] projector outputs
+  weight: jax.Array  # [B, N, TAPS] float32 tap weights (0 at unused taps, newlines and padded slots)
+  newline: jax.Array  # [B, N] bool slots that hold the learned image_newline vector
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.linear_2(self.act(self.linear_1(x))).astype(x.dtype)
+
+Projector = MultimodalProjector  # llava-hf's multi_modal_projector (the weight map's name)
 
 
 def _taps(table: jax.Array, source: jax.Array, weight: jax.Array) -> jax.Array:
@@ -77,15 +78,4 @@ class LlavaOnevision(nnx.Module):
   def input_tokens(self, inputs: ModelInputs) -> tuple[Tokens, VisionSignals | None]:
     """A padded batch -> decoder input Tokens (visual tokens at the `<image>` placeholders, 1-D positions counting
     valid tokens) and the vision-side signals (None for a text-only batch)."""
-    ids, valid = jnp.asarray(inputs.ids), jnp.asarray(inputs.valid)
-    image = ids == self.config.image_token_id  # [B, L] real and padded visual slots
-    hidden = self.language_model.embed(jnp.where(image, 0, ids))  # [B, L, D]
-    if inputs.pixels is None:
-      return make_tokens(hidden, valid, jnp.zeros_like(image), inputs.query, positions=inputs.positions), None
-    vision = self.encode_images(inputs.pixels, inputs.layout)
-    tokens = make_tokens(hidden, valid, image, inputs.query, positions=inputs.positions)
-    slot = jnp.clip(tokens.patch, 0, vision.features.shape[1] - 1)  # [B, L] visual slot per token
-    merged = jnp.take_along_axis(vision.features, slot[..., None], axis=1).astype(hidden.dtype)  # [B, L, D]
-    hidden = jnp.where((image & valid)[..., None], merged, jnp.where(image[..., None], 0, hidden))
-    image_id = jnp.where(image, jnp.take_along_axis(vision.layout.image, slot, axis=1), -1)  # [B, L] view index
-    return tokens.replace(hidden=hidden, image_id=image_id.astype(jnp.int32)), vision
+    return embed_inputs(self, inputs)

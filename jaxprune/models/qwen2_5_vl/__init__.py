@@ -10,8 +10,9 @@ from jaxprune.models.qwen2_5_vl.modeling import Qwen25VL
 __all__ = ["FAMILY", "HUB_CONFIGS", "PRESETS", "SHAPES", "Qwen25VL", "Qwen25VLConfig", "Qwen25VLHost",
            "Qwen25VisionConfig"]
 
-FAMILY = Family("qwen2_5_vl", ("Qwen2_5_VLForConditionalGeneration", "qwen2_5_vl"), Qwen25VLConfig.from_hf,
-                Qwen25VL, weights.QWEN2_5_VL, optional_targets=("language_model.lm_head.",), host=Qwen25VLHost)
-
 # registry names -> hub ids (downloaded only when online)
 PRESETS = {"qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct", "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct"}
+
+FAMILY = Family("qwen2_5_vl", ("Qwen2_5_VLForConditionalGeneration", "qwen2_5_vl"), Qwen25VLConfig.from_hf,
+                Qwen25VL, weights.QWEN2_5_VL, optional_targets=("language_model.lm_head.",), host=Qwen25VLHost,
+                presets=PRESETS, shapes=SHAPES)

@@ -7,9 +7,10 @@ Two layouts exist: transformers >= 4.52 saves the decoder under `text_config`; h
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from jaxprune.models.config import TextConfig, check_token_ids
+from jaxprune.models.config import DecoderReadout, TextConfig, check_token_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Qwen25VisionConfig:
     return self.window_size // self.spatial_merge_size // self.patch_size
 
   @classmethod
-  def from_hf(cls, d: Mapping[str, Any]) -> "Qwen25VisionConfig":
+  def from_hf(cls, d: Mapping[str, Any]) -> Qwen25VisionConfig:
     rope = d.get("rope_parameters") or {}
     hidden = d.get("hidden_size", d.get("embed_dim"))
     return cls(
@@ -73,8 +74,10 @@ class Qwen25VisionConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Qwen25VLConfig:
+class Qwen25VLConfig(DecoderReadout):
   """Qwen2.5-VL: vision tower -> merged visual tokens placed at `<|image_pad|>` ids -> Qwen2 decoder (M-RoPE)."""
+
+  ROPE_AXES: ClassVar[int] = 3  # M-RoPE: (t, row, col) position ids
 
   text: TextConfig
   vision: Qwen25VisionConfig
@@ -82,16 +85,6 @@ class Qwen25VLConfig:
   video_token_id: int = 151656
   vision_start_token_id: int = 151652
   vision_end_token_id: int = 151653
-
-  @property
-  def num_layers(self) -> int:
-    """Decoder layers (where prune points may sit)."""
-    return self.text.num_layers
-
-  @property
-  def rope_axes(self) -> int:
-    """M-RoPE: (t, row, col) position ids."""
-    return 3
 
   @property
   def visual_tokens_per_image(self) -> None:
@@ -126,7 +119,7 @@ class Qwen25VLConfig:
     return 2 * p * v.patch_dim * d + blocks + signal + merger
 
   @classmethod
-  def from_hf(cls, d: Mapping[str, Any]) -> "Qwen25VLConfig":
+  def from_hf(cls, d: Mapping[str, Any]) -> Qwen25VLConfig:
     if "vision_config" not in d:
       raise ValueError("config.json: no vision_config (is this a Qwen2.5-VL checkpoint?)")
     text_dict = dict(d.get("text_config") or d)  # hub checkpoints keep the decoder keys at the top level

@@ -17,15 +17,15 @@ Shapes: B batch, L sequence, N visual slots, P patches, Dp flattened patch.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from jaxprune.core.tokens import ModelInputs, VisualLayout
-from jaxprune.prompts import Prompt, chat_halves, encode_around
 from jaxprune.models.config import check_placeholder_token
 from jaxprune.models.qwen2_5_vl.config import Qwen25VLConfig
 from jaxprune.models.qwen2_5_vl.vision import VisionPatches
+from jaxprune.prompts import Prompt, chat_halves, encode_around
 
 Grid = tuple[int, int, int]  # (t, h, w) in patches, as the image processor's image_grid_thw
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxprune.core.tokens import ModelInputs, Tokens, VisionSignals, VisualLayout, make_tokens
+from jaxprune.core.tokens import ModelInputs, Tokens, VisionSignals, VisualLayout
+from jaxprune.models.base import embed_inputs
 from jaxprune.models.llama import LlamaModel
 from jaxprune.models.qwen2_5_vl.config import Qwen25VLConfig
 from jaxprune.models.qwen2_5_vl.vision import TowerOutputs, VisionPatches, VisionTower
@@ -42,21 +43,9 @@ class Qwen25VL(nnx.Module):
   def input_tokens(self, inputs: ModelInputs) -> tuple[Tokens, VisionSignals | None]:
     """A padded batch -> decoder input Tokens (features at the image placeholders, 3-D positions) and the
     vision-side signals (None for a text-only batch)."""
-    ids, valid = jnp.asarray(inputs.ids), jnp.asarray(inputs.valid)
-    image = ids == self.config.image_token_id  # [B, L] real and padded visual slots
-    hidden = self.language_model.embed(jnp.where(image, 0, ids))  # [B, L, D]
-    positions = inputs.positions
+    positions, valid = inputs.positions, jnp.asarray(inputs.valid)
     if positions is None and inputs.pixels is not None:
       raise ValueError("Qwen2.5-VL inputs with images need their M-RoPE positions (build them with host.pack_batch)")
     if positions is None:  # text only: every rope axis counts the valid tokens
       positions = jnp.broadcast_to(jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)[..., None], valid.shape + (3,))
-    if inputs.pixels is None:  # host.pack_batch refuses image tokens without images
-      return make_tokens(hidden, valid, jnp.zeros_like(image), inputs.query, positions=positions), None
-    vision = self.encode_images(inputs.pixels, inputs.layout)
-    tokens = make_tokens(hidden, valid, image, inputs.query, positions=positions)
-    slot = jnp.clip(tokens.patch, 0, vision.features.shape[1] - 1)  # [B, L] visual slot per token
-    merged = jnp.take_along_axis(vision.features, slot[..., None], axis=1).astype(hidden.dtype)  # [B, L, D]
-    real = image & valid
-    hidden = jnp.where(real[..., None], merged, jnp.where(image[..., None], 0, hidden))
-    image_id = jnp.where(image, jnp.take_along_axis(vision.layout.image, slot, axis=1), -1)  # [B, L]
-    return tokens.replace(hidden=hidden, image_id=image_id.astype(jnp.int32)), vision
+    return embed_inputs(self, inputs, positions)  # host.pack_batch refuses image tokens without images

@@ -21,6 +21,7 @@ from flax import nnx
 
 from jaxprune.models.activations import activation
 from jaxprune.models.attention import attend
+from jaxprune.models.layers import linear
 from jaxprune.models.llama import RMSNorm, apply_rope
 from jaxprune.models.qwen2_5_vl.config import Qwen25VisionConfig
 
@@ -48,10 +49,6 @@ class TowerOutputs:
   keys: jax.Array  # [M, Dh] last block's pre-RoPE keys, mean over heads and over the merged patches
 
 
-def _linear(n_in: int, n_out: int, bias: bool, dtype, rngs: nnx.Rngs) -> nnx.Linear:
-  return nnx.Linear(n_in, n_out, use_bias=bias, dtype=dtype, param_dtype=dtype, rngs=rngs)
-
-
 def rope_2d(row: jax.Array, col: jax.Array, cfg: Qwen25VisionConfig) -> tuple[jax.Array, jax.Array]:
   """[P] row/col -> cos, sin [1, P, Dh] float32: the first Dh/4 frequencies turn with the row, the next Dh/4
   with the column, halves duplicated (rotate-half layout), as transformers' axial vision RoPE."""
@@ -66,7 +63,7 @@ class PatchEmbed(nnx.Module):
   """The Conv3d with stride = kernel over (T, p, p) is one matmul over flattened patches."""
 
   def __init__(self, cfg: Qwen25VisionConfig, *, dtype, rngs: nnx.Rngs):
-    self.proj = _linear(cfg.patch_dim, cfg.hidden_size, False, dtype, rngs)
+    self.proj = linear(cfg.patch_dim, cfg.hidden_size, dtype, rngs, bias=False)
 
   def __call__(self, patches: jax.Array) -> jax.Array:
     return self.proj(patches.astype(self.proj.kernel.dtype))  # [P, Dv]
@@ -75,8 +72,8 @@ class PatchEmbed(nnx.Module):
 class VisionAttention(nnx.Module):
 
   def __init__(self, cfg: Qwen25VisionConfig, *, dtype, rngs: nnx.Rngs):
-    self.qkv = _linear(cfg.hidden_size, 3 * cfg.hidden_size, True, dtype, rngs)
-    self.proj = _linear(cfg.hidden_size, cfg.hidden_size, True, dtype, rngs)
+    self.qkv = linear(cfg.hidden_size, 3 * cfg.hidden_size, dtype, rngs, bias=True)
+    self.proj = linear(cfg.hidden_size, cfg.hidden_size, dtype, rngs, bias=True)
     self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
 
   def project(self, x: jax.Array, cos: jax.Array, sin: jax.Array):
@@ -126,9 +123,9 @@ class VisionMLP(nnx.Module):
 
   def __init__(self, cfg: Qwen25VisionConfig, *, dtype, rngs: nnx.Rngs):
     d, f = cfg.hidden_size, cfg.intermediate_size
-    self.gate_proj = _linear(d, f, True, dtype, rngs)
-    self.up_proj = _linear(d, f, True, dtype, rngs)
-    self.down_proj = _linear(f, d, True, dtype, rngs)
+    self.gate_proj = linear(d, f, dtype, rngs, bias=True)
+    self.up_proj = linear(d, f, dtype, rngs, bias=True)
+    self.down_proj = linear(f, d, dtype, rngs, bias=True)
     self.act = activation(cfg.hidden_act, "vision_config.hidden_act")
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -159,8 +156,8 @@ class PatchMerger(nnx.Module):
   def __init__(self, cfg: Qwen25VisionConfig, *, dtype, rngs: nnx.Rngs):
     wide = cfg.hidden_size * cfg.merge_unit
     self.ln_q = RMSNorm(cfg.hidden_size, _EPS, dtype=dtype)
-    self.mlp_0 = _linear(wide, wide, True, dtype, rngs)
-    self.mlp_2 = _linear(wide, cfg.out_hidden_size, True, dtype, rngs)
+    self.mlp_0 = linear(wide, wide, dtype, rngs, bias=True)
+    self.mlp_2 = linear(wide, cfg.out_hidden_size, dtype, rngs, bias=True)
     self.wide = wide
 
   def __call__(self, x: jax.Array) -> jax.Array:

@@ -9,8 +9,8 @@ checkpoints (Qwen/Qwen2.5-VL-3B-Instruct, -7B-Instruct) and transformers 5's `sa
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -59,6 +59,7 @@ def load_qwen(path: str | Path, dtype: str = "bfloat16"):
   imports the converter lazily because `jaxprune.convert` imports the model registry, which imports this family.
   """
   import jax.numpy as jnp
+
   from jaxprune.convert.hf import fill_state, iter_safetensors
   from jaxprune.models.qwen2_5_vl import FAMILY
   path = Path(path)
