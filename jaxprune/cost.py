@@ -24,7 +24,7 @@ from typing import Any
 
 from jaxprune.models.config import TextConfig
 
-Plan = Sequence[tuple[int, int]]
+Plan = Sequence[tuple[int, int]]  # or a validated `jaxprune.prune.plan.PrunePlan`
 
 
 def _is_vlm(cfg: Any) -> bool:
@@ -60,11 +60,20 @@ def validate_plan(num_layers: int, stages: Plan) -> None:
     prev_layer, prev_keep = layer, keep
 
 
+def _pairs(num_layers: int, stages: Plan) -> Plan:
+  """(layer, keep) per stage: a PrunePlan was validated against the model when it was built (`PrunePlan.validate`),
+  so it is taken as it is; raw pairs (benchmarks, notebooks) are checked here."""
+  if hasattr(stages, "stages"):
+    return [(stage.layer, stage.keep) for stage in stages.stages]
+  validate_plan(num_layers, stages)
+  return stages
+
+
 def sequence_lengths(num_layers: int, prompt_len: int, num_visual: int, stages: Plan = ()) -> list[int]:
   """Prefill sequence length seen by each decoder layer under the plan."""
   if not 0 <= num_visual <= prompt_len:
     raise ValueError(f"num_visual={num_visual} must be in [0, prompt_len={prompt_len}]")
-  validate_plan(num_layers, stages)
+  stages = _pairs(num_layers, stages)
   text_len = prompt_len - num_visual
   lengths, visual, stage = [], num_visual, 0
   for layer in range(num_layers):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from jaxprune.eval.common import NONE, EvalError, config_key, split_list
 from jaxprune.prune.methods import METHODS
-from jaxprune.prune.plan import PlanError, PrunePlan, Stage
+from jaxprune.prune.plan import LayerUnavailable, PlanError, PrunePlan, Stage
 
 
 def _parse_keeps(text: str) -> list[int | float]:
@@ -21,7 +21,6 @@ def _parse_keeps(text: str) -> list[int | float]:
   return keeps
 
 
-SEEDED = ("random", "oracle", "anti-oracle")  # methods whose seed option `--seed` sets
 DEFAULT_LAYER = 2  # FastV's K; models with fewer layers use their last one
 
 
@@ -90,7 +89,7 @@ def build_grid(args, cfg, task_signals: frozenset[str] = frozenset()) -> tuple[l
         raise EvalError(f"--method {entry}: {e}") from None
       continue
     method, at, pinned = _split_entry(entry)
-    options = (("seed", args.seed),) if method in SEEDED else ()
+    options = (("seed", args.seed),) if method in METHODS and METHODS[method].seeded else ()
     # --layer applies only to methods without a pinned layer, so it is checked only when used
     if at:
       layers = layers_of(pinned, f"--method {method}@")
@@ -105,7 +104,7 @@ def build_grid(args, cfg, task_signals: frozenset[str] = frozenset()) -> tuple[l
           plans.append(PrunePlan((Stage(method, layer, keep, options),)).validate(cfg, task_signals))
           valid += 1
         except PlanError as e:
-          if "layer 0" not in str(e):  # only the "signal does not exist at this layer" case is skippable
+          if not isinstance(e, LayerUnavailable):  # only a signal missing at this layer is skippable
             raise EvalError(str(e)) from None
           if layer not in skipped:
             skipped.append(layer)

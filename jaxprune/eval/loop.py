@@ -37,6 +37,7 @@ from jaxprune.inputs import InputError
 from jaxprune.judge import Judge, JudgeError, check_judge
 from jaxprune.metrics import score_item
 from jaxprune.models.base import kv_dtype
+from jaxprune.prune.methods import METHODS
 from jaxprune.prune.pipeline import Pruner
 from jaxprune.prune.select import kept_map
 from jaxprune.sharding import auto_mesh_sizes, make_mesh, parse_mesh, to_host
@@ -54,9 +55,9 @@ class Job:
 
   @property
   def text_query(self) -> bool:
-    """latesim/embedsim read the question tokens; an empty question leaves them no query (all-zero scores)."""
-    return self.plan is not None and any(
-        s.method in ("latesim", "embedsim") and s.option("query") == "question" for s in self.plan.stages)
+    """Whether a stage scores against the question alone (`Method.reads_question`): an empty question leaves it
+    no query, so its scores are all zero."""
+    return self.plan is not None and any(METHODS[s.method].reads_question(s) for s in self.plan.stages)
 
   @property
   def stages(self) -> list[tuple[int, int]]:
@@ -123,8 +124,9 @@ def evaluate_task(runner: Runner, task: str, items: list[tuple[int, dict]], plan
             f"model's (n_nonfinite in the row); try --dtype float32", file=sys.stderr)
     no_query = sum(1 for _, it in items if log.records.get((task, config, it["id"]), {}).get("no_query"))
     if no_query:
-      print(f"note: {task} {config}: {no_query} item(s) have an empty question (no query tokens); latesim scores "
-            f"them all zero and keeps the first visual tokens (top image rows): counted as n_no_query",
+      print(f"note: {task} {config}: {no_query} item(s) have an empty question (no query tokens); a method that "
+            f"scores against the question (latesim, embedsim, fastv[query=question]) scores them all zero and keeps the first visual "
+            f"tokens (top image rows): counted as n_no_query",
             file=sys.stderr)
 
 
@@ -243,10 +245,10 @@ def job_records(runner: Runner, task: str, job: Job, out: dict, batch, ok: list,
     rec = {"task": task, "config": job.config, "id": item["id"], "index": index, "eval_mode": item["eval_mode"],
            "failed": None}
     if job.text_query and prompt.question_span[0] == prompt.question_span[1]:
-      rec["no_query"] = True  # latesim scores all zero: see the note in evaluate_task
+      rec["no_query"] = True  # all-zero scores: see the note in evaluate_task
     scored = score_item(answer, item)  # the official harness's scorer for item["source"]
     length = int(np.asarray(batch.valid[j]).sum())  # the prompt as the model saw it (images expanded)
-    flops, kv = item_cost(cfg, job.stages, length, int(n_visual[j]), args, itemsize)
+    flops, kv = item_cost(cfg, job.plan or (), length, int(n_visual[j]), args, itemsize)
     if item["eval_mode"] == "judge":
       rec["output"] = answer  # the judge reads the raw response, as the harness sends it
     rec.update(score=scored.score, correct=scored.correct, metric=scored.metric, fallback=scored.fallback,
@@ -263,8 +265,9 @@ def job_records(runner: Runner, task: str, job: Job, out: dict, batch, ok: list,
   return records
 
 
-def item_cost(cfg, stages: list, length: int, visual: int, args, itemsize: int) -> tuple[float, int]:
-  """(prefill FLOPs, KV-cache bytes) of one prompt of `length` tokens, `visual` of them visual."""
+def item_cost(cfg, stages, length: int, visual: int, args, itemsize: int) -> tuple[float, int]:
+  """(prefill FLOPs, KV-cache bytes) of one prompt of `length` tokens, `visual` of them visual, under the job's
+  validated plan (`()` for the baseline)."""
   kv = dict(max_new_tokens=args.max_new_tokens, bytes_per_element=itemsize)
   if args.blind:
     return cost.prefill_flops(cfg.text, length), cost.kv_cache_bytes(cfg.text, length, **kv)

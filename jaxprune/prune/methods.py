@@ -72,6 +72,23 @@ class Method:
   fixed_grid: bool = False  # needs one fixed token grid per sample (a static output grid)
   doc: str = ""
 
+  @property
+  def seeded(self) -> bool:
+    """Whether a `seed` option draws its scores (the eval's `--seed` sets it)."""
+    return any(name == "seed" for name, _ in self.options)
+
+  def unavailable_at(self, layer: int) -> str | None:
+    """Why this method's signal does not exist entering decoder layer `layer`, or None where it does."""
+    if self.layers == "zero" and layer != 0:
+      return f"{self.name} works on the LLM input, so it exists only at layer 0"
+    if self.layers == "late" and layer == 0:
+      return f"{self.name} reads layer K-1's attention, which does not exist at layer 0"
+    return None
+
+  def reads_question(self, stage) -> bool:
+    """Whether the stage scores against the question tokens alone (an empty question leaves it no query)."""
+    return False
+
   def check(self, stage, cfg) -> None:
     """Method-specific validation beyond layers/signals/options; raise MethodError."""
 
@@ -91,6 +108,9 @@ class TextSimilarity(Method):
 
   options: tuple = _TEXT_SIM
 
+  def reads_question(self, stage) -> bool:
+    return stage.option("query") == "question"  # an empty question: all-zero scores, the first tokens kept
+
   def score(self, ctx: Context) -> jax.Array:
     stage, tokens = ctx.stage, ctx.tokens
     weight, eps = ctx.decoder.input_norm_params(stage.layer) if stage.option("norm") == "rms" else (None, 1e-6)
@@ -105,6 +125,9 @@ class FastV(Method):
 
   layers: str = "late"
   options: tuple = (("query", ("last", "question")),)
+
+  def reads_question(self, stage) -> bool:
+    return stage.option("query") == "question"
 
   def score(self, ctx: Context) -> jax.Array:
     tokens, trace, last = ctx.tokens, ctx.trace, ctx.stage.option("query") == "last"

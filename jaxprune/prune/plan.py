@@ -30,6 +30,11 @@ class PlanError(ValueError):
   """An invalid plan; the message is one line naming the stage and the problem."""
 
 
+class LayerUnavailable(PlanError):
+  """A stage at a layer where its method's signal does not exist (FastV at layer 0, a merge after it): a grid
+  skips such (method, layer) pairs with a note instead of failing."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
   method: str
@@ -120,10 +125,9 @@ class PrunePlan:
         if keep > previous.keep:
           raise PlanError(f"{where}: keep {keep} exceeds the previous stage's {previous.keep}; dropped tokens "
                           f"never come back")
-      if method.layers == "zero" and stage.layer != 0:
-        raise PlanError(f"{where}: {stage.method} works on the LLM input, so it exists only at layer 0")
-      if method.layers == "late" and stage.layer == 0:
-        raise PlanError(f"{where}: {stage.method} reads layer K-1's attention, which does not exist at layer 0")
+      unavailable = method.unavailable_at(stage.layer)
+      if unavailable:
+        raise LayerUnavailable(f"{where}: {unavailable}")
       missing = sorted(method.needs - cfg.vision_signals - task_signals)
       if missing:
         why = {"relevance": "only tasks with ground-truth relevance masks (scenes, easyvqa) give it","grid": "its visual tokens do not all sit on an image grid (e.g. [CLS] kept as a token)",
