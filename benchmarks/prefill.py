@@ -59,8 +59,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -68,9 +69,9 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # one command from a checkout, installed or not
-from jaxprune.core.tokens import ModelInputs
 from jaxprune import cost
 from jaxprune.convert.hf import fill_state
+from jaxprune.core.tokens import ModelInputs
 from jaxprune.generate import Batch, greedy_decode, pad_batch, prefill
 from jaxprune.models import attention, registry
 from jaxprune.models.llava import LlavaConfig

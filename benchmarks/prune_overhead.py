@@ -25,12 +25,11 @@ import numpy as np
 from flax import nnx
 
 from jaxprune import cost
-from jaxprune.models.config import TextConfig
-from jaxprune.models.llava import LlavaConfig, VisionConfig
-from jaxprune.models.llama import LlamaModel, make_tokens
 from jaxprune.core.tokens import VisionSignals, VisualLayout
+from jaxprune.models.config import TextConfig
+from jaxprune.models.llama import LlamaModel, make_tokens
+from jaxprune.models.llava import LlavaConfig, VisionConfig
 from jaxprune.prune.pipeline import Pruner
-from jaxprune.prune.select import split_positions
 
 SMOLLM2_135M = TextConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9,
                           num_kv_heads=3, head_dim=64, rms_norm_eps=1e-5, rope_theta=100000.0,
