@@ -8,11 +8,34 @@ from __future__ import annotations
 
 import gc
 import importlib.metadata
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+
+def _use_persistent_compilation_cache() -> None:
+  """Keep XLA's compiled programs across test runs (and in the CLI subprocesses the tests start, which inherit
+  the environment). Most of the suite's time is compiling tiny programs; a warm cache serves them from disk.
+  Results cannot depend on it: an entry is keyed by the program, its compile options and the backend, and a
+  cold cache compiles the same program. `JAXPRUNE_TEST_COMPILE_CACHE=0` runs without it; an existing
+  JAX_COMPILATION_CACHE_DIR is respected."""
+  if os.environ.get("JAXPRUNE_TEST_COMPILE_CACHE", "1") == "0" or "jax" in sys.modules:
+    return
+  default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jaxprune" / "jax-compile-tests"
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(default))
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+_use_persistent_compilation_cache()
+
+
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto` (pyproject's addopts): one worker per core, at most 4 (each holds its own models and programs)."""
+  return max(1, min(4, len(os.sched_getaffinity(0))))
 
 TINY_IMAGE_TOKEN = 127
 TINY_NV = 16  # 32x32 image, patch 8 -> 16 patches, [CLS] dropped

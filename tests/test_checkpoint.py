@@ -9,10 +9,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import tiny_pixels, tiny_prompt
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from conftest import tiny_pixels, tiny_prompt
 from jaxprune.convert.hf import CheckpointError, load_model, save_orbax
 from jaxprune.generate import pad_batch, prefill
 from jaxprune.inputs import InputError, load_image

@@ -15,9 +15,9 @@ import statistics
 from pathlib import Path
 
 import pytest
+from test_data import datbench_row, png_bytes, write_parquet
 
 from jaxprune import eval as jeval
-from test_data import datbench_row, png_bytes, write_parquet
 
 
 def _argv(model, tfds_dir, src, out, *extra, tasks="datbench:counting"):
@@ -247,6 +247,7 @@ def test_missing_judge_is_refused_before_any_item(tiny_eval_model, tmp_path, cap
 
 def test_judge_without_judge_items_says_it_is_unused(capsys):
   from argparse import Namespace
+
   from jaxprune.eval.loop import judge_setup
   datasets = {"datbench:counting": [(0, {"id": "a", "eval_mode": "direct"})]}
   assert judge_setup(Namespace(judge="/no/such/judge", dtype=None, datbench_dir=None), datasets) is None

@@ -11,11 +11,10 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxprune.models.llava.export import save_hf_llava
 from jaxprune.generate import pad_batch, prefill
 from jaxprune.models.config import TextConfig
-from jaxprune.models.llava import LlavaConfig, VisionConfig
-from jaxprune.models.llava import Llava
+from jaxprune.models.llava import Llava, LlavaConfig, VisionConfig
+from jaxprune.models.llava.export import save_hf_llava
 
 IMAGE_TOKEN = 5
 NV = 16  # 32x32 image, patch 8, [CLS] dropped
@@ -49,6 +48,7 @@ def our_logits(model: Llava, ids: list[int], pixels: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("tie", [False, True])
 def test_export_round_trip(tmp_path, tie):
   from transformers import LlavaForConditionalGeneration
+
   from jaxprune.convert.hf import load_model
   cfg = tiny_config(tie)
   model = random_llava(cfg)
@@ -78,8 +78,8 @@ def test_export_round_trip(tmp_path, tie):
 
 
 def test_export_writes_tokenizer_and_processor(tmp_path):
-  from transformers import AutoImageProcessor, AutoTokenizer, CLIPImageProcessor
   from conftest import word_tokenizer
+  from transformers import AutoImageProcessor, AutoTokenizer, CLIPImageProcessor
   cfg = tiny_config(False)
   processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
   out = save_hf_llava(random_llava(cfg), cfg, tmp_path / "export", tokenizer=word_tokenizer(64, IMAGE_TOKEN),

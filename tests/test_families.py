@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_IMAGE_TOKEN, TINY_NV, tiny_llava_hf_config, tiny_pixels
-from jaxprune.core.tokens import ModelInputs, VisualLayout, make_tokens
+
+from jaxprune.core.tokens import VisualLayout, make_tokens
 from jaxprune.generate import pad_batch, prefill
 from jaxprune.prune import scorers
 from jaxprune.prune.select import renumber_positions
@@ -53,6 +53,7 @@ def test_llava_two_images_in_one_prompt_match_transformers(tiny_llava, tiny_llav
 @pytest.fixture(scope="module")
 def llava_feature_list(tmp_path_factory):
   from transformers import LlavaForConditionalGeneration
+
   from jaxprune.convert.hf import load_model
   cfg = tiny_llava_hf_config()
   cfg.vision_feature_layer = [-3, -1]  # transformers concatenates the listed layers' features

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_gemma3 import NV, processor_parts, save_tiny_gemma
 
 from jaxprune import eval as jeval
-from test_gemma3 import NV, processor_parts, save_tiny_gemma
 
 
 @pytest.fixture(scope="module")

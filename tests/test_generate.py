@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import tiny_pixels, tiny_prompt
+
 from jaxprune.generate import Generator, pad_batch, prefill
 
 STEPS = 16

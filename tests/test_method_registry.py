@@ -4,8 +4,8 @@ the method instead of naming it."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import tiny_llava_hf_config
+
 from jaxprune import cost
 from jaxprune.eval.grid import build_grid
 from jaxprune.models.llava import LlavaConfig

@@ -12,12 +12,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from jaxprune.core.tokens import Tokens, VisionSignals, VisualLayout, make_tokens
-from jaxprune.prompts import chat_prompt
-from jaxprune.prune.methods import METHODS, Method
-from jaxprune.prune.pipeline import Pruner
-from jaxprune.prune.plan import PrunePlan, Stage
 from test_gemma3 import BUCKET as GEMMA_BUCKET
 from test_gemma3 import forward as gemma_forward
 from test_gemma3 import gemma_processor, pixels_for, tiny_gemma  # noqa: F401 (fixtures)
@@ -28,6 +22,12 @@ from test_llava_onevision import IMAGE as OV_IMAGE
 from test_llava_onevision import forward as ov_forward
 from test_llava_onevision import hf_config as ov_hf_config
 from test_llava_onevision import local_processor_files, tiny_onevision  # noqa: F401 (a fixture)
+
+from jaxprune.core.tokens import Tokens, VisionSignals, VisualLayout, make_tokens
+from jaxprune.prompts import chat_prompt
+from jaxprune.prune.methods import METHODS, Method
+from jaxprune.prune.pipeline import Pruner
+from jaxprune.prune.plan import PrunePlan, Stage
 
 TOL = 1e-4
 
@@ -269,9 +269,9 @@ def test_llava_host_takes_two_images_per_prompt_and_matches_transformers(tiny_ll
   """LLaVA-1.5's host: several images per prompt (placeholders on their own lines, as llava-hf's chat template
   renders them), joined to [B, I, C, H, W]; the logits equal transformers' on the same ids and pixels; a batch
   with mixed image counts is refused in one line."""
+  from conftest import TINY_IMAGE_TOKEN, TINY_NV
   from transformers import AutoTokenizer
 
-  from conftest import TINY_IMAGE_TOKEN, TINY_NV
   from jaxprune.convert.hf import load_model
   from jaxprune.generate import prefill
   from jaxprune.inputs import InputError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import TINY_NV, tiny_pixels, tiny_prompt
+
 from jaxprune.generate import Generator, pad_batch
 from jaxprune.prune.pipeline import Pruner
 from jaxprune.prune.plan import PlanError

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_qwen2_5_vl import GRIDS, TOL, batch, forward, hf_logits, patches_for, prompt, save_tiny_qwen
+
 from jaxprune.convert.__main__ import main as convert_main
 from jaxprune.convert.hf import load_model
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_data import datbench_row, png_bytes, write_parquet
 
 from jaxprune import eval as jeval
-from test_data import datbench_row, png_bytes, write_parquet
 
 
 def _argv(model, data_dir, datbench, out, *extra, limit=4, tasks="datbench:counting"):
@@ -171,6 +171,7 @@ def test_nan_weight_is_refused_naming_the_hf_key(tiny_eval_model, two_sources, t
 
 def test_nan_in_an_orbax_checkpoint_is_refused_naming_the_array(tiny_eval_model, tmp_path):
   from flax import nnx
+
   from jaxprune.convert.hf import CheckpointError, load_model, save_orbax
   loaded = load_model(tiny_eval_model, dtype="float32")
   path, var = max(nnx.to_flat_state(nnx.state(loaded.model)), key=lambda pv: pv[1].value.size)

@@ -54,6 +54,7 @@ def test_the_recipe_builds_a_deep_llava_with_144_visual_tokens(tokenizer):
   import jax
   import jax.numpy as jnp
   from flax import nnx
+
   from jaxprune.models.llava import Llava
   cfg = recipe_mod.model_config(recipe_mod.Recipe(), tokenizer)
   assert cfg.text.num_layers >= 12 and cfg.text.hidden_size == 64
@@ -266,7 +267,7 @@ def test_neighbour_labels_match_a_naive_reference_and_answer_relations():
     for cell in range(144):
       assert list(labels[cell]) == _neighbour_reference(scene.objects, cell), (i, cell)
     owner = recipe_mod.cell_owners(scene.objects)
-    for question, answer, (a, t) in recipe_mod.candidate_questions(scene.objects, ("relation",),
+    for question, _answer, (a, t) in recipe_mod.candidate_questions(scene.objects, ("relation",),
                                                                      with_referenced=True)["relation"]:
       anchor = next(j for j in (a, t) if f"the {scene.objects[j].colour} {scene.objects[j].shape}?" in question)
       target = t if anchor == a else a
@@ -284,6 +285,7 @@ def test_the_neighbour_probe_trains_on_whole_images_only(tiny, tokenizer):
   token change nothing."""
   import jax.numpy as jnp
   from flax import nnx
+
   from jaxprune.models.llava import Llava
   recipe, cfg, split = tiny
   recipe = dataclasses.replace(recipe, neighbour_weight=1.0, visual_drop_prob=0.5)
@@ -326,8 +328,8 @@ def test_visual_keep_equals_removing_the_tokens(tiny, tokenizer, runner):
   trained tiny model (random weights would pass too, trained ones make the check less degenerate). Each side
   runs under one jit: eager dispatch of every op was what made this test slow."""
   import jax
-  import jax.numpy as jnp
   from flax import nnx
+
   from jaxprune.core.tokens import ModelInputs, make_tokens
   recipe, _, split = tiny
   model, cfg = runner.loaded.model, runner.config
@@ -447,6 +449,7 @@ def test_growing_the_decoder_keeps_its_function(tokenizer):
   `grown_positions`, the new ones add nothing until trained; a wrong copy or a non-zero new output breaks it."""
   import jax.numpy as jnp
   from flax import nnx
+
   from jaxprune.core.tokens import ModelInputs
   from jaxprune.models.llava import Llava
   small_recipe = recipe_mod.Recipe(**{**TINY, "text_layers": 2})

@@ -12,9 +12,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import TINY_NV, tiny_pixels, tiny_prompt
 from flax import nnx
 
-from conftest import TINY_NV, tiny_pixels, tiny_prompt
 from jaxprune import eval as jeval
 from jaxprune.core import decoding
 from jaxprune.eval import loop

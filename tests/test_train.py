@@ -80,6 +80,7 @@ def test_stage1_trains_the_models_own_tower(small_split):
   import jax
   import jax.numpy as jnp
   from flax import nnx
+
   from jaxprune.models.llava import Llava
   recipe, _, cfg, split = small_split
   model = Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
@@ -130,6 +131,7 @@ def test_frozen_tower_states_give_the_pixel_path_loss(small_split):
   import jax
   import jax.numpy as jnp
   from flax import nnx
+
   from jaxprune.models.llava import Llava
   recipe, tokenizer, cfg, split = small_split
   model = Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(0))
