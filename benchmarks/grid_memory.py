@@ -88,7 +88,7 @@ def child(mode: str, layers: list[int], keeps: list[int], cap: int, depth: int, 
   texts = plan_texts(layers, keeps)
   pruners = [None if t == "none" else Pruner.build(t, cfg) for t in texts]
   jobs = [Job(pruner and pruner.plan, t, pruner, set(), 0) for t, pruner in zip(texts, pruners)]  # as the eval's
-  start = gen._grid_jits[0]
+  start = gen.programs.start
   jax.block_until_ready(start(gen.state, batch))  # the shared vision side, compiled before the baseline is read
   base, compiles, t0 = memory_mib()["VmRSS"], gen.compiles, time.perf_counter()
   tokens, after_chunk = {}, []

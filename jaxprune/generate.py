@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,38 +67,84 @@ def prefill(model: nnx.Module, inputs: ModelInputs | tuple, *, extra_slots: int,
   return decoder.logits(h[:, -1]), cache, tokens, h
 
 
+@flax.struct.dataclass
+class DecodeState:
+  """What the greedy `while_loop` carries from one step to the next."""
+
+  step: jax.Array  # [] int32 the next output column
+  tokens: jax.Array  # [B, T] int32 emitted tokens (pad after EOS)
+  logits: jax.Array | None  # [B, T, V] float32 per-step logits (keep_logits), else None
+  done: jax.Array  # [B] bool the sample has emitted EOS
+  token: jax.Array  # [B] int32 the last emitted token (the next step's input)
+  cache: KVCache
+
+
 def greedy_decode(lm, first_logits: jax.Array, cache: KVCache, *, max_new_tokens: int,
                   eos_ids: tuple[int, ...], pad_id: int, keep_logits: bool):
   """Greedy loop from prefill logits [B, V] -> (tokens [B, T], per-step logits [B, T, V] or None, cache)."""
   b, vocab = first_logits.shape
   eos = jnp.asarray(eos_ids or (-1,), jnp.int32)
 
-  def emit(carry, step, logits):
-    out, all_logits, done = carry
-    token = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [B]
-    token = jnp.where(done, pad_id, token)
-    out = out.at[:, step].set(token)
-    if keep_logits:
-      all_logits = all_logits.at[:, step].set(logits)
-    return (out, all_logits, done | jnp.isin(token, eos)), token
+  def emit(state: DecodeState, logits: jax.Array) -> DecodeState:
+    """Column `state.step` from this step's logits [B, V]; finished samples emit padding."""
+    token = jnp.where(state.done, pad_id, jnp.argmax(logits, axis=-1).astype(jnp.int32))  # [B]
+    all_logits = state.logits.at[:, state.step].set(logits) if keep_logits else None
+    return state.replace(step=state.step + 1, tokens=state.tokens.at[:, state.step].set(token), logits=all_logits,
+                         done=state.done | jnp.isin(token, eos), token=token)
 
-  out = jnp.full((b, max_new_tokens), pad_id, jnp.int32)
-  all_logits = jnp.zeros((b, max_new_tokens, vocab), jnp.float32) if keep_logits else None
-  (out, all_logits, done), token = emit((out, all_logits, jnp.zeros((b,), bool)), 0, first_logits)
+  def cond(state: DecodeState):
+    return (state.step < max_new_tokens) & ~jnp.all(state.done)
 
-  def cond(state):
-    step, _, _, done, _, _ = state
-    return (step < max_new_tokens) & ~jnp.all(done)
+  def body(state: DecodeState) -> DecodeState:
+    logits, cache = decoding.decode_step(lm, state.token, state.cache)
+    return emit(state.replace(cache=cache), logits)
 
-  def body(state):
-    step, out, all_logits, done, token, cache = state
-    logits, cache = decoding.decode_step(lm, token, cache)
-    (out, all_logits, done), token = emit((out, all_logits, done), step, logits)
-    return step + 1, out, all_logits, done, token, cache
+  start = DecodeState(step=jnp.asarray(0, jnp.int32), tokens=jnp.full((b, max_new_tokens), pad_id, jnp.int32),
+                      logits=jnp.zeros((b, max_new_tokens, vocab), jnp.float32) if keep_logits else None,
+                      done=jnp.zeros((b,), bool), token=jnp.zeros((b,), jnp.int32), cache=cache)
+  final = jax.lax.while_loop(cond, body, emit(start, first_logits))
+  return final.tokens, final.logits, final.cache
 
-  state = (jnp.asarray(1, jnp.int32), out, all_logits, done, token, cache)
-  _, out, all_logits, _, _, cache = jax.lax.while_loop(cond, body, state)
-  return out, all_logits, cache
+
+# The shared-prefix grid (`Generator.grid`)
+#
+# What is shared. The vision tower and embedding run once per batch; the unpruned decoder runs once up to each
+# distinct first prune layer K (in increasing K, one layer per program), and every plan whose first prune point
+# is at K forks its own continuation (its prune points at K and later, the remaining layers) from that state,
+# then decodes. A multi-stage plan continues through its later stages in its own continuation: grids cross
+# methods with layers and budgets, so two plans rarely share a first stage, and forking again would add a
+# compiled program per shared stage (the dominant cost on CPU) for little reuse. Plans that prune nothing (the
+# baseline, or keeps of at least the visual slots) fork from the state before layer 0.
+#
+# Stacking. Plans with a single prune point at K whose pruned tokens have the same shapes (a grid's methods at
+# one layer and budget) continue as one program: pruned tokens stacked on the batch axis (plan-major), the
+# prefix KV repeated per plan, up to `fork_rows` rows. On small batches a continuation costs mostly per-op
+# overhead, not FLOPs, so P plans in one program cost about one.
+#
+# Bit-identity. A plan's outputs do not depend on which other plans share the grid: program `l` of the prefix
+# is the same whether the walk stops at l + 1 or goes on, a stacked plan's rows go through the same ops as
+# alone, and other plans' forks and decodes are their own. So a plan alone (`grid(batch, [fn])`, what the eval
+# runs for one plan) and the same plan inside any grid give bit-identical tokens, kept tokens and logits on
+# CPU, where XLA's row-wise results do not depend on the row count (tests/test_shared_prefix.py checks it).
+# (A GPU matmul may choose another algorithm for another row count: logits may then differ by float noise.)
+# Against `__call__`'s single fused program the grid is not bit-identical (XLA fuses differently across program
+# boundaries: float32 logits differ by ~1e-7 on CPU), so a tie within that noise can go either way there.
+#
+# Programs and memory. A fork is compiled per plan, or per stack (prune points are static); the decode, a
+# `while_loop` over every layer, is compiled once per cache layout (kept length per layer, rows) and shared by
+# the forks with that layout. jax keeps every compiled program for the life of its `jit`, so a long evaluation
+# runs plans in chunks and calls `release_plan_programs` between them (jaxprune.eval.loop.evaluate_task). One
+# live prefix state (what enters layer K and the KV of layers < K) and one continuation exist at a time.
+
+
+class GridPrograms(NamedTuple):
+  """The jitted pieces of `Generator.grid`, in the order a grid runs them."""
+
+  start: Callable  # (state, inputs) -> (PrefillState before layer 0, VisionSignals): once per batch
+  advance: Callable  # (state, prefix, to_layer=) -> the unpruned prefix one stretch further
+  fork: Callable  # (state, prefix, vision, prune_points_fn=) -> one plan's continuation: (first, cache, kept)
+  decode: Callable  # (state, first, cache, kept, keep_logits=, parts=) -> (one output per plan, cache)
+  fork_stacked: Callable  # (state, prefix, vision, prune_points_fns=) -> several plans' continuation, stacked
 
 
 class Generator:
@@ -117,12 +164,12 @@ class Generator:
     self.fork_rows = fork_rows
     self._pruned_shapes: dict[tuple, Any] = {}  # (fn, layer, input shapes) -> shapes of its pruned tokens
     self._run = jax.jit(self._generate, static_argnames=("prune_points_fn", "keep_logits"))
-    self._grid_jits = (jax.jit(self._grid_start),  # the pieces of `grid`
-                       jax.jit(self._grid_advance, static_argnames=("to_layer",)),
-                       jax.jit(self._grid_fork, static_argnames=("prune_points_fn",)),
-                       jax.jit(self._grid_decode, static_argnames=("keep_logits", "parts"),
-                               donate_argnames=("cache",)),
-                       jax.jit(self._grid_fork_stacked, static_argnames=("prune_points_fns",)))
+    self.programs = GridPrograms(
+        start=jax.jit(self._grid_start),
+        advance=jax.jit(self._grid_advance, static_argnames=("to_layer",)),
+        fork=jax.jit(self._grid_fork, static_argnames=("prune_points_fn",)),
+        decode=jax.jit(self._grid_decode, static_argnames=("keep_logits", "parts"), donate_argnames=("cache",)),
+        fork_stacked=jax.jit(self._grid_fork_stacked, static_argnames=("prune_points_fns",)))
 
   def _generate(self, state, inputs, *, prune_points_fn, keep_logits):
     self.compiles += 1  # runs only while tracing
@@ -206,48 +253,14 @@ class Generator:
 
   def grid(self, batch: Batch, prune_points_fns: Sequence[PrunePointsFn | None], *,
            keep_logits: bool = False) -> list[dict]:
-    """Every plan on one batch, sharing what the plans share: -> one output per plan, as `__call__` gives it.
+    """Every plan on one batch, sharing what the plans share: -> one output per plan, as `__call__` gives it
+    (see "The shared-prefix grid" above the class for what is shared, what is bit-identical and what stays alive).
 
     The vision tower and embedding run once; the unpruned decoder runs once up to each distinct first prune
-    layer K, walked in increasing order, and every plan whose first prune point is at K forks its own
-    continuation (its prune points at K and later, the remaining layers) from that state, then decodes. A
-    multi-stage plan simply continues its own continuation through its later stages: grids cross methods with
-    layers and budgets, so two plans rarely share a first stage, and forking again would add a compiled
-    program per shared stage (the dominant cost on CPU) for little reuse. Plans that prune nothing (the
-    baseline, or keeps at least the visual count) fork from the state before layer 0.
-
-    Stacking: plans with a single prune point at K whose pruned tokens have the same shapes (a grid's methods
-    at one layer and budget) continue as one program: their pruned tokens stacked on the batch axis (plan-major),
-    the prefix KV repeated per plan, up to `fork_rows` rows (plans x batch). On small batches a plan's
-    continuation costs mostly per-op overhead, not FLOPs, so P plans in one program cost about one.
-
-    A plan's outputs do not depend on which other plans share the grid: the prefix advances one layer per
-    program (program `l` is the same whether the walk stops at l + 1 or goes on), a stacked plan's rows go
-    through the same ops as alone, and other plans' forks and decodes are their own. So a plan alone
-    (`grid(batch, [fn])`, what the eval runs for one plan) and the same plan inside any grid give bit-identical
-    tokens, kept tokens and logits on CPU, where XLA's row-wise results do not depend on the row count
-    (tests/test_shared_prefix.py checks it): the eval's rows are a function of the plan and the batch, never of
-    the grid. (A GPU matmul may choose another algorithm for another row count: logits may then differ there
-    by float noise between a stack and a plan alone.)
-
-    Programs: a fork is compiled per plan, or per stack of plans (their prune points are static); the decode, a
-    `while_loop` over every layer and as large as a fork, is compiled once per cache layout (kept length per
-    layer and rows) and shared by the forks with that layout. jax keeps every compiled program for the life of
-    its `jit`, so a grid over many plans would hold one fork per plan: a long evaluation runs the plans in
-    chunks and calls `release_plan_programs` between them (jaxprune.eval.loop.evaluate_task), which bounds
-    what stays alive.
-
-    Memory: one live prefix state (what enters layer K and the KV of layers < K) plus one continuation (at most
-    `fork_rows` rows) at a time; a state is replaced when the walk moves to the next layer. Each piece is its
-    own `jit` program of the same ops in the same order as `__call__`'s single program; against that fused
-    program the grid is not bit-identical (XLA fuses differently across program boundaries: float32 logits
-    differ by ~1e-7 on CPU), so a score or logit tie within that noise can go either way there
-    (tests/test_shared_prefix.py checks tokens and kept tokens equal on the test models, logits within 1e-5).
-    A prune-points function must choose its layers from shapes alone (as `Pruner` does): it is called once on
-    the host to find its first layer.
-    """
-    start, advance, fork, decode, fork_stacked = self._grid_jits
-    prefix, vision = start(self.state, self.device_arrays(batch))
+    layer K, walked in increasing order, and the plans whose first prune point is at K continue from that state
+    (`_continue_at`). A prune-points function must choose its layers from shapes alone (as `Pruner` does): it is
+    called once on the host to find its first layer."""
+    prefix, vision = self.programs.start(self.state, self.device_arrays(batch))
     model = nnx.merge(self.graphdef, self.state)
     by_layer: dict[int, list[int]] = {}  # first prune layer -> plan indices; plans that prune nothing: 0
     one_point: set[int] = set()  # plans with a single prune point: their continuations can be stacked
@@ -257,29 +270,38 @@ class Generator:
       if len(layers) == 1:
         one_point.add(index)
     outputs: list[dict | None] = [None] * len(prune_points_fns)
-    per_stack = max(1, self.fork_rows // batch.size)
     for layer in sorted(by_layer):
       while prefix.layer < layer:  # one layer per program: the same programs whatever layers the grid holds
-        prefix = advance(self.state, prefix, to_layer=prefix.layer + 1)  # the previous state is dropped here
+        prefix = self.programs.advance(self.state, prefix, to_layer=prefix.layer + 1)  # the old state is dropped
       stacks: dict[tuple, list[int]] = {}  # plans whose pruned tokens have the same shapes, in grid order
       for index in by_layer[layer]:
         key = (("stack", self._pruned_shapes_of(prune_points_fns[index], model, prefix, vision))
                if index in one_point else ("alone", index))
         stacks.setdefault(key, []).append(index)
       for (kind, _), indices in stacks.items():
-        if kind == "alone":  # the baseline, plans that prune nothing, multi-stage plans
-          first, cache, kept = fork(self.state, prefix, vision, prune_points_fn=prune_points_fns[indices[0]])
-          # the fork's cache is consumed here
-          (outputs[indices[0]],), _ = decode(self.state, first, cache, kept, keep_logits=keep_logits, parts=1)
-          continue
-        for lo in range(0, len(indices), per_stack):
-          part = indices[lo:lo + per_stack]
-          first, cache, kept = fork_stacked(self.state, prefix, vision,
-                                            prune_points_fns=tuple(prune_points_fns[i] for i in part))
-          outs, _ = decode(self.state, first, cache, kept, keep_logits=keep_logits, parts=len(part))
-          for index, out in zip(part, outs):
-            outputs[index] = out
+        self._continue_at(prefix, vision, [(i, prune_points_fns[i]) for i in indices], outputs,
+                          stacked=kind == "stack", keep_logits=keep_logits, rows=batch.size)
     return outputs
+
+  def _continue_at(self, prefix: decoding.PrefillState, vision, plans: list[tuple[int, Any]], outputs: list,
+                   *, stacked: bool, keep_logits: bool, rows: int) -> None:
+    """Fork and decode `plans` ((index, prune-points fn) pairs) from the prefix into `outputs[index]`: one
+    program per plan ("alone": the baseline, plans that prune nothing, multi-stage plans), or, for one-point
+    plans with equal pruned shapes, stacks of at most `fork_rows` rows (plans x batch)."""
+    programs = self.programs
+    if not stacked:
+      (index, fn), = plans
+      first, cache, kept = programs.fork(self.state, prefix, vision, prune_points_fn=fn)
+      (outputs[index],), _ = programs.decode(self.state, first, cache, kept, keep_logits=keep_logits, parts=1)
+      return  # the fork's cache was consumed (donated) by its decode
+    per_stack = max(1, self.fork_rows // rows)
+    for lo in range(0, len(plans), per_stack):
+      part = plans[lo:lo + per_stack]
+      first, cache, kept = programs.fork_stacked(self.state, prefix, vision,
+                                                 prune_points_fns=tuple(fn for _, fn in part))
+      outs, _ = programs.decode(self.state, first, cache, kept, keep_logits=keep_logits, parts=len(part))
+      for (index, _), out in zip(part, outs):
+        outputs[index] = out
 
   def _pruned_shapes_of(self, fn: PrunePointsFn, model, prefix: decoding.PrefillState, vision) -> Any:
     """The shapes of a one-point plan's pruned tokens at prefix.layer (traced once per plan, layer and input
@@ -294,8 +316,8 @@ class Generator:
 
   def plan_programs(self) -> tuple[int, int]:
     """(fork programs, decode programs) compiled and alive now: what `release_plan_programs` frees."""
-    _, _, fork, decode, fork_stacked = self._grid_jits
-    return fork._cache_size() + fork_stacked._cache_size(), decode._cache_size()
+    programs = self.programs
+    return programs.fork._cache_size() + programs.fork_stacked._cache_size(), programs.decode._cache_size()
 
   def release_plan_programs(self) -> None:
     """Drop the compiled programs that belong to plans: `grid`'s forks and decodes and `__call__`'s per-plan
@@ -305,7 +327,7 @@ class Generator:
     caches, which frees the executables (jax's compilation cache holds them only weakly, by their lowered
     module; benchmarks/grid_memory.py measures the resident memory with and without). A plan run again after
     this compiles again."""
-    for jitted in (self._run, *self._grid_jits[2:]):
+    for jitted in (self._run, self.programs.fork, self.programs.decode, self.programs.fork_stacked):
       jitted.clear_cache()
     self._pruned_shapes.clear()
     gc.collect()  # the traced modules sit in reference cycles; collect them now, not at some later allocation
