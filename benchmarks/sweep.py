@@ -47,10 +47,11 @@ sys.path.insert(0, str(ROOT))
 
 from jaxprune import cost  # noqa: E402
 from jaxprune.data import load_task  # noqa: E402
+from jaxprune.data.tasks import relevant_cells  # noqa: E402
 from jaxprune.eval.cli import DEMO_ARGS, parse_args  # noqa: E402
 from jaxprune.eval.grid import build_grid  # noqa: E402
 from jaxprune.eval.loop import MAX_LIVE_PLANS  # noqa: E402
-from jaxprune.eval.runner import Runner, relevant_cells, task_relevance_signals, with_relevance_table  # noqa: E402
+from jaxprune.eval.runner import Runner, task_relevance_signals, with_relevance_table  # noqa: E402
 from jaxprune.generate import FORK_ROWS, greedy_decode, prefill  # noqa: E402
 from jaxprune.models.base import language_model  # noqa: E402
 from jaxprune.prune.methods import METHODS  # noqa: E402

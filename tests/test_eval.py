@@ -149,7 +149,7 @@ def test_resume_refuses_samples_made_with_other_weights(tiny_eval_model, always_
 
 @pytest.mark.parametrize("extra, message", [
     (["--tasks", "coco"], "--tasks coco: unknown task"),
-    (["--tasks", "datbench:poetry"], "--tasks datbench:poetry: unknown capability"),
+    (["--tasks", "datbench:poetry"], "--tasks datbench:poetry: unknown DatBench capability"),
     (["--keep", "0", "--method", "latesim"], "--keep 0: keep at least 1 visual token"),
     (["--layer", "4", "--method", "latesim"], "--layer 4: outside [0, 4)"),
     (["--method", "magic"], "--method magic: unknown method"),

@@ -23,10 +23,10 @@ from jaxprune.data.common import (
     ITEM_KEYS,
     Item,
     TaskData,
-    check_capability,
     decode_image,
     resolve_data_dir,
 )
+from jaxprune.data.tasks import TASKS, known_tasks, task_for
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "ITEM_KEYS",
     "Item",
+    "TASKS",
     "TaskData",
     "decode_image",
     "known_tasks",
@@ -42,14 +43,6 @@ __all__ = [
     "resolve_data_dir",
     "shape_mask",
 ]
-
-
-def known_tasks() -> list[str]:
-  return ["easyvqa", "scenes", *(f"datbench:{c}" for c in DATBENCH_CAPABILITIES)]
-
-
-def _unknown_task(name: str) -> ValueError:
-  return ValueError(f"unknown task {name!r} (known: easyvqa, datbench:<{'|'.join(DATBENCH_CAPABILITIES)}>, scenes)")
 
 
 def load_task(
@@ -70,42 +63,13 @@ def load_task(
   """
   from jaxprune.data import common  # Lazy: pulls in tfds.
 
-  task, _, sub = name.partition(":")
-  if task == "easyvqa" and not sub:
-    from jaxprune.data import easyvqa
-
-    split = split or "test"
-    builder = easyvqa.builder(split, data_dir)
-  elif task == "scenes" and not sub:
-    from jaxprune.data import scenes
-
-    split = split or "test"
-    builder = scenes.builder(split, data_dir)
-  elif task == "datbench" and sub:
-    check_capability(sub)  # Before importing tfds.
-    from jaxprune.data import datbench
-
-    split = split or datbench.SPLIT
-    if split != datbench.SPLIT:
-      raise ValueError(f"unknown DatBench split {split!r} (known: {datbench.SPLIT})")
-    builder = datbench.builder(sub, data_dir, datbench_dir)
-  else:
-    raise _unknown_task(name)
-
-  if task == "datbench":  # resolve_files fails fast, with the path, before tfds starts writing
-    local = datbench.resolve_source_dir(datbench_dir)
-    origin = str(local) if local else f"hf://datasets/{datbench.HF_REPO}"
-    files = common.Source(origin, builder.resolve_files, local=local is not None)
-  elif task == "scenes":
-    files = scenes.generator_source(builder)
-  else:
-    root = easyvqa.easyvqa_root()
-    files = common.Source(str(root / split), lambda: [root / "answers.txt", root / split / "questions.json",
-                                                      *sorted((root / split / "images").glob("*.png"))])
+  task, sub = task_for(name)  # a bad name fails here, before tfds is imported
+  implementation = task.implementation()
+  builder, files, split = implementation.open_task(sub, split, data_dir, datbench_dir)
   fingerprint = common.prepare(builder, files)  # rebuilt if the source files changed since it was prepared
   source = builder.as_data_source(split=split)
   indices = common.select_indices(len(source), limit, seed)
-  decode = scenes.decode_record if task == "scenes" else common.decode_record  # scenes adds relevance_mask
+  decode = getattr(implementation, "decode_record", common.decode_record)  # scenes adds relevance_mask
   return TaskData(name, split, source, indices, decode=decode, fingerprint=fingerprint)
 
 

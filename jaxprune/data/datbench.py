@@ -283,6 +283,12 @@ def source_files(capability: str, source_dir: str | os.PathLike[str] | None = No
   return local_parquet_files(root, capability) if root is not None else hub_parquet_files(capability)
 
 
+def judge_prompts(capability: str, source_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
+  """{item id: the harness's judge prompt} of one capability, read from its source files (the task registry's
+  hook for `eval_mode == "judge"` items)."""
+  return {i: (e.get("judge_prompt") or "") for i, e in row_extras(source_files(capability, source_dir)).items()}
+
+
 def check_items(items: Sequence[Mapping[str, Any]], task: str) -> None:
   """Raises ValueError (one line: task, item id, field) for the first item its scorer cannot score."""
   from jaxprune import metrics  # Lazy: keeps `jaxprune.data` importable without the scorers' dependencies.
@@ -292,6 +298,18 @@ def check_items(items: Sequence[Mapping[str, Any]], task: str) -> None:
       metrics.check_item(item)
     except metrics.ItemError as e:
       raise ValueError(f"{task}: {e}") from None
+
+
+def open_task(sub: str, split: str | None, data_dir, datbench_dir) -> tuple[Any, common.Source, str]:
+  """The task registry's entry point (`jaxprune.data.tasks`): one capability's builder and its parquet files
+  (resolved before tfds starts writing, so a wrong path fails fast, naming it)."""
+  split = split or SPLIT
+  if split != SPLIT:
+    raise ValueError(f"unknown DatBench split {split!r} (known: {SPLIT})")
+  capability_builder = builder(sub, data_dir, datbench_dir)
+  local = resolve_source_dir(datbench_dir)
+  origin = str(local) if local else f"hf://datasets/{HF_REPO}"
+  return capability_builder, common.Source(origin, capability_builder.resolve_files, local=local is not None), split
 
 
 def builder(

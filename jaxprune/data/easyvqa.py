@@ -109,6 +109,24 @@ def builder(split: str = "test", data_dir: str | os.PathLike[str] | None = None)
   return EasyVqa(config=split, data_dir=common.resolve_data_dir(data_dir))
 
 
+def open_task(sub: str, split: str | None, data_dir, datbench_dir) -> tuple[EasyVqa, common.Source, str]:
+  """The task registry's entry point (`jaxprune.data.tasks`): the builder of one split and the files it reads."""
+  split = split or "test"
+  root = easyvqa_root()
+  files = common.Source(str(root / split), lambda: [root / "answers.txt", root / split / "questions.json",
+                                                    *sorted((root / split / "images").glob("*.png"))])
+  return builder(split, data_dir), files, split
+
+
+def relevant_cells(item: dict, grid_h: int, grid_w: int) -> np.ndarray:
+  """[gh * gw] bool: grid cells that hold any pixel of the easy-VQA shape (differs from the background)."""
+  mask = np.asarray(shape_mask(item["image"]))
+  h, w = mask.shape
+  rows = [mask[r * h // grid_h:(r + 1) * h // grid_h] for r in range(grid_h)]
+  return np.array([[row[:, c * w // grid_w:(c + 1) * w // grid_w].any() for c in range(grid_w)]
+                   for row in rows]).ravel()
+
+
 def shape_mask(image: bytes | np.ndarray, tol: int = 8) -> np.ndarray:
   """bool (H, W): pixels that differ from the background colour, i.e. the shape.
 

@@ -570,6 +570,13 @@ class Scenes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield index, encode_record(make_item(split, index, seed))
 
 
+def open_task(sub: str, split: str | None, data_dir, datbench_dir) -> tuple[Scenes, common.Source, str]:
+  """The task registry's entry point (`jaxprune.data.tasks`): the builder of one split and what it is made from."""
+  split = split or "test"
+  scenes_builder = builder(split, data_dir)
+  return scenes_builder, generator_source(scenes_builder), split
+
+
 def generator_source(scenes_builder: Scenes) -> common.Source:
   """The "source files" of a prepared copy: this module, so editing the generator rebuilds stale copies."""
   config = scenes_builder.builder_config

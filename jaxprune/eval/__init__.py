@@ -33,9 +33,9 @@ def __getattr__(name: str):
   if name == "summarise":
     from jaxprune.eval.summary import summarise
     return summarise
-  if name in ("Runner", "relevant_cells", "easyvqa_cells"):
-    from jaxprune.eval import runner
-    return getattr(runner, name)
+  if name == "Runner":
+    from jaxprune.eval.runner import Runner
+    return Runner
   if name in ("SampleLog", "weights_fingerprint", "check_resume", "read_blind_file"):
     from jaxprune.eval import records
     return getattr(records, name)

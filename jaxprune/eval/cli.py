@@ -124,9 +124,8 @@ def _model_help() -> str:
 
 
 def _tasks_help() -> str:
-  from jaxprune.data import DATBENCH_CAPABILITIES, known_tasks  # light: no tfds, no jax
-  plain = [t for t in known_tasks() if not t.startswith("datbench:")]
-  return f"comma list: {', '.join(plain)}, datbench:<{'|'.join(DATBENCH_CAPABILITIES)}> (default: %(default)s)"
+  from jaxprune.data.tasks import spelled_tasks  # light: no tfds, no jax
+  return f"comma list: {', '.join(spelled_tasks())} (default: %(default)s)"
 
 
 SEED_MAX = 2**32 - 1  # the `random` method's jax key and the bootstrap's numpy generator both take it

@@ -16,8 +16,9 @@ from tqdm import tqdm
 
 from jaxprune import cost
 from jaxprune.convert.hf import abstract_state_of
-from jaxprune.data import known_tasks, load_task
-from jaxprune.data.datbench import check_items, row_extras, source_files
+from jaxprune.data import load_task
+from jaxprune.data import tasks as task_registry
+from jaxprune.data.tasks import check_items, relevant_cells, task_for
 from jaxprune.eval.common import BLIND, EvalError, config_key, split_list
 from jaxprune.eval.grid import build_grid
 from jaxprune.eval.records import (
@@ -30,7 +31,7 @@ from jaxprune.eval.records import (
   weights_dtype,
   weights_fingerprint,
 )
-from jaxprune.eval.runner import TIME_ROUNDS, Runner, relevant_cells, task_relevance_signals, with_relevance_table
+from jaxprune.eval.runner import TIME_ROUNDS, Runner, task_relevance_signals, with_relevance_table
 from jaxprune.eval.summary import prefill_reference, prefill_timing, summarise
 from jaxprune.generate import FORK_ROWS
 from jaxprune.inputs import InputError
@@ -287,8 +288,8 @@ def judge_setup(args, datasets: dict) -> str | None:
     return None
   try:
     identity = check_judge(args.judge, args.dtype)
-    for task in judged:  # the judge prompts come from the source files
-      source_files(task.split(":", 1)[1], args.datbench_dir)
+    for task in judged:  # the judge prompts come from the task's source files
+      task_registry.judge_prompts(task, args.datbench_dir)
   except JudgeError as e:
     raise EvalError(str(e)) from None
   except (OSError, ValueError) as e:
@@ -300,15 +301,14 @@ def judge_items(args, datasets: dict, log: SampleLog, judge_id: str) -> None:
   """Scores every answered eval_mode=judge item with the --judge model (once: a resumed run skips the items this
   judge has judged; a verdict of unknown origin, from an older version, is judged again)."""
   items = {(t, it["id"]): it for t, (all_items, _) in datasets.items() for _, it in all_items}
-  pending = [r for (t, _, i), r in log.records.items() if t.startswith("datbench:") and (t, i) in items
+  pending = [r for (t, _, i), r in log.records.items() if (t, i) in items
              and r["eval_mode"] == "judge" and not r["failed"]
              and ("judge_score" not in r or r.get("judge") != judge_id)]
   if not pending:
     return
   prompts = {}
   for task in sorted({r["task"] for r in pending}):
-    extras = row_extras(source_files(task.split(":", 1)[1], args.datbench_dir))
-    prompts.update({(task, i): (e.get("judge_prompt") or "") for i, e in extras.items()})
+    prompts.update({(task, i): p for i, p in task_registry.judge_prompts(task, args.datbench_dir).items()})
   try:
     judge = Judge(args.judge, dtype=args.dtype)
   except JudgeError as e:
@@ -324,9 +324,10 @@ def check_tasks_and_output(args) -> tuple[list[str], Path, dict | None]:
   """The task list, the (writable) output directory and the --drop-blind file, all checked."""
   tasks = split_list(args.tasks)
   for task in tasks:
-    if task not in known_tasks():
-      kind = "capability" if task.startswith("datbench:") else "task"
-      raise EvalError(f"--tasks {task}: unknown {kind} (known: {', '.join(known_tasks())})")
+    try:
+      task_for(task)
+    except ValueError as e:
+      raise EvalError(f"--tasks {task}: {e}") from None
   out = Path(args.output_path)
   try:
     out.mkdir(parents=True, exist_ok=True)
@@ -360,11 +361,10 @@ def load_datasets(args, tasks: list[str]) -> tuple[dict, dict]:
         raise EvalError(f"--tasks {task}: item id {item['id']!r} appears twice (items {first[item['id']]} and "
                         f"{index} of the source, counting from 0); ids must be unique: fix the data")
       first[item["id"]] = index
-    if task.startswith("datbench:"):
-      try:
-        check_items([it for _, it in datasets[task]], task)  # the harness refuses these items too
-      except ValueError as e:
-        raise EvalError(f"--tasks {e}") from None
+    try:
+      check_items(task, [it for _, it in datasets[task]])  # e.g. DatBench's harness refuses these items too
+    except ValueError as e:
+      raise EvalError(f"--tasks {e}") from None
   return datasets, fingerprints
 
 

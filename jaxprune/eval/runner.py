@@ -12,7 +12,7 @@ from flax import nnx
 from transformers import AutoImageProcessor, AutoTokenizer
 
 from jaxprune.convert.hf import load_model
-from jaxprune.data import scenes, shape_mask
+from jaxprune.data.tasks import task_for
 from jaxprune.eval.common import EvalError
 from jaxprune.generate import FORK_ROWS, Generator, prefill, trim_at_eos
 from jaxprune.inputs import InputError, load_image
@@ -168,14 +168,12 @@ def interleaved_rounds(calls: list, rounds: int, clock=time.perf_counter, sync=j
   return times
 
 
-RELEVANCE_TASKS = ("easyvqa", "scenes")  # tasks that know which pixels answer the question
-
-
 def task_relevance_signals(task: str, cfg) -> frozenset[str]:
-  """{"relevance"} when the task has ground-truth masks and the model one fixed grid per image to map them on."""
+  """{"relevance"} when the task has ground-truth masks (`jaxprune.data.tasks`) and the model one fixed grid per
+  image to map them on."""
   grid = cfg.grid
   fixed = grid is not None and cfg.visual_tokens_per_image == grid[0] * grid[1]
-  return frozenset({"relevance"}) if task in RELEVANCE_TASKS and fixed else frozenset()
+  return frozenset({"relevance"}) if task_for(task)[0].relevance and fixed else frozenset()
 
 
 def with_relevance_table(batch, cells: list[np.ndarray]):
@@ -184,19 +182,3 @@ def with_relevance_table(batch, cells: list[np.ndarray]):
   table = np.zeros((batch.size, len(cells[0])), np.float32)
   table[:len(cells)] = np.stack(cells)
   return batch.replace(relevance=table)
-
-
-def relevant_cells(task: str, item: dict, grid: tuple[int, int]) -> np.ndarray:
-  """[gh * gw] bool: the token-grid cells that cover what the question is about (raster order)."""
-  if task == "scenes":
-    return scenes.relevant_cells(item, *grid)  # the referenced objects' pixels
-  return easyvqa_cells(item["image"], grid)
-
-
-def easyvqa_cells(image_bytes: bytes, grid: tuple[int, int]) -> np.ndarray:
-  """[gh * gw] bool: grid cells that hold any pixel of the easy-VQA shape (differs from the background)."""
-  mask = np.asarray(shape_mask(image_bytes))
-  gh, gw = grid
-  h, w = mask.shape
-  rows = [mask[r * h // gh:(r + 1) * h // gh] for r in range(gh)]
-  return np.array([[row[:, c * w // gw:(c + 1) * w // gw].any() for c in range(gw)] for row in rows]).ravel()

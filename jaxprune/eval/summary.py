@@ -6,6 +6,7 @@ import statistics
 
 import numpy as np
 
+from jaxprune.data.tasks import has_harness
 from jaxprune.eval.common import BLIND, NONE
 from jaxprune.eval.records import unbits
 from jaxprune.metrics import bootstrap_ci, summarise_scores
@@ -74,7 +75,7 @@ def summarise(task: str, config: str, records: list[dict], n_total: int, nv: int
       "n_judge": sum(r["eval_mode"] == "judge" for r in scored),
       "n_fallback": sum(bool(r.get("fallback")) for r in scored),
       "accuracy": judged["accuracy"], "correct_rate": judged["correct_rate"],
-      "harness_accuracy": judged["harness_accuracy"] if task.startswith("datbench:") else None,
+      "harness_accuracy": judged["harness_accuracy"] if has_harness(task) else None,
       "n_unsupported": judged["n_unsupported"], "n_judged": judged["n_judged"],
       "judge_accuracy": judged["judge_accuracy"], "accuracy_with_judge": judged["accuracy_with_judge"],
       "ci_low": None if not scores else float(low), "ci_high": None if not scores else float(high),
