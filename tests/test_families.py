@@ -177,3 +177,45 @@ def test_a_family_is_its_folder_plus_one_registry_line():
     assert all(registry.PRESETS[k] == v for k, v in family.presets.items())
     assert all(registry.SHAPES[k] is v for k, v in family.shapes.items())
   assert len(registry.PRESETS) == sum(len(f.presets) for f in registry.VLM_FAMILIES)  # no name claimed twice
+
+
+def _module_level_imports() -> dict[str, set[str]]:
+  """jaxprune module -> the jaxprune modules it imports when it is imported (module body, not inside functions)."""
+  import ast
+  modules = {".".join(("jaxprune", *p.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__"): p
+             for p in PACKAGE.rglob("*.py")}
+  graph = {}
+  for name, path in modules.items():
+    deps = set()
+    for node in ast.parse(path.read_text()).body:
+      if isinstance(node, ast.Import):
+        deps |= {a.name for a in node.names}
+      elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jaxprune"):
+        deps |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    graph[name] = {d for d in deps if d in modules and d != name}
+  return graph
+
+
+def test_imports_point_down_and_never_circle():
+  """No module-level import cycle in jaxprune/, and a family folder imports nothing from the layers that use it
+  (convert, generate, eval, prune, the registry); only its package index imports its host."""
+  graph = _module_level_imports()
+  state: dict[str, int] = {}
+
+  def visit(name, path):
+    state[name] = 1
+    for dep in graph[name]:
+      assert state.get(dep) != 1, f"import cycle: {' -> '.join([*path, dep])}"
+      if dep not in state:
+        visit(dep, [*path, dep])
+    state[name] = 2
+
+  for name in graph:
+    if name not in state:
+      visit(name, [name])
+  upper = ("jaxprune.convert", "jaxprune.generate", "jaxprune.eval", "jaxprune.prune", "jaxprune.models.registry")
+  for name, deps in graph.items():
+    if name.startswith("jaxprune.models.") and name.count(".") >= 3:  # inside a family folder
+      assert not [d for d in deps if d.startswith(upper)], (name, deps)
+      if not name.endswith(".host"):
+        assert not [d for d in deps if d.endswith(".host")], (name, deps)
