@@ -796,6 +796,62 @@ def stage2_steps_for(minutes: float, model, recipe: Recipe, split: ScenesSplit, 
   return steps
 
 
+def prepare_data(recipe: Recipe, test_images: int, t0: float):
+  """-> (tokenizer, image processor, model config, training questions, test items)."""
+  tokenizer, processor = build_tokenizer(), build_image_processor()
+  cfg = model_config(recipe, tokenizer)
+  train_split = load_split("train", recipe.train_images, tokenizer, cfg, questions_per_image=recipe.questions_per_image,
+                           seed=recipe.seed, question_mix=recipe.question_mix)
+  test_split = load_split("test", test_images, tokenizer, cfg)
+  print(f"data: {len(train_split)} train questions / {len(train_split.pixels)} scenes, {len(test_split)} test items "
+        f"({time.perf_counter() - t0:.0f}s)", flush=True)
+  return tokenizer, processor, cfg, train_split, test_split
+
+
+def train_then_grow(model, recipe: Recipe, shallow: Recipe, cfg, train_split, make_batches, aux, t0: float, *,
+                    minutes: float | None, pad_id: int):
+  """Stage 2a: the shallow decoder learns the task (several times the steps/s of the deep one), then becomes the
+  deep one, unchanged in function (`grow_decoder`) -> (deep model, recipe with the shallow steps run, its info)."""
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from jaxprune.models.llava import Llava
+  steps = recipe.grow_steps
+  if minutes is not None:
+    elapsed = time.perf_counter() - t0
+    share = elapsed / 60 + recipe.grow_fraction * (minutes - elapsed / 60)
+    steps = stage2_steps_for(share, model, shallow, train_split, make_batches(shallow), pad_id, elapsed,
+                             eval_seconds=0)
+  shallow = dataclasses.replace(shallow, steps=steps, warmup_steps=min(recipe.warmup_steps, steps // 10))
+  grown = base.train(model, shallow, train_split, pad_id, batches=make_batches(shallow),
+                     **aux(recipe.neighbour_layer))
+  deep = Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(recipe.seed + 2))
+  grow_decoder(model, deep)  # ... all of the deep one trains on
+  recipe = dataclasses.replace(recipe, grow_steps=shallow.steps)
+  print(f"grown: {recipe.grow_from_layers} -> {recipe.text_layers} layers, the trained ones at "
+        f"{grown_positions(recipe.grow_from_layers, recipe.text_layers)}", flush=True)
+  return deep, recipe, grown
+
+
+def export_run(out: Path, model, cfg, tokenizer, processor, recipe: Recipe, info: dict, test: dict, blind: dict, *,
+               command: str, n_params: int, n_train: int, n_test: int, seconds: float, relabelled: int) -> dict:
+  """Save the checkpoint (HF format, with tokenizer and processor) and its model card -> the run's summary."""
+  from jaxprune.models.llava.export import save_hf_llava
+  save_hf_llava(model, cfg, out, tokenizer=tokenizer, image_processor=processor)
+  size_mb = sum(f.stat().st_size for f in out.iterdir() if f.is_file() and f.name != "README.md") / 2**20
+  (out / "README.md").write_text(model_card(
+      recipe=recipe, cfg=cfg, command=command, n_params=n_params, info=info, test=test, blind=blind,
+      n_train=n_train, n_test=n_test, seconds_total=seconds, checkpoint_mb=size_mb))
+  stage1, grown = info["stage1"], info["grown"]
+  return {"test_accuracy": test["accuracy"], "test_by_kind": test["by_kind"], "blind_accuracy": blind["accuracy"],
+          "blind_by_kind": blind["by_kind"], "stage1_test_cells": stage1["test"] if stage1 else None,
+          "stage1_losses": stage1["losses"] if stage1 else None,
+          "grow_steps": recipe.grow_steps if grown else 0, "grow_losses": grown["losses"] if grown else None,
+          "steps": recipe.steps, "steps_per_second": info["steps_per_second"], "train_seconds": info["seconds"],
+          "total_seconds": seconds, "losses": info["losses"], "answer_losses": info["family_losses"],
+          "relabelled": relabelled, "checkpoint_mb": size_mb, "params": n_params, "out": str(out)}
+
+
 def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPLIT_SIZES["test"],
         minutes: float | None = None, command: str = "") -> dict[str, Any]:
   """Build, pretrain the tower, train, evaluate and export; -> summary dict (also printed by the CLI)."""
@@ -804,18 +860,10 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
   from flax import nnx
 
   from jaxprune.models.llava import Llava
-  from jaxprune.models.llava.export import save_hf_llava
 
   t0 = time.perf_counter()
   load_at_start = os.getloadavg()[0]
-  tokenizer, processor = build_tokenizer(), build_image_processor()
-  cfg = model_config(recipe, tokenizer)
-  train_split = load_split("train", recipe.train_images, tokenizer, cfg, questions_per_image=recipe.questions_per_image,
-                           seed=recipe.seed, question_mix=recipe.question_mix)
-  test_split = load_split("test", test_images, tokenizer, cfg)
-  print(f"data: {len(train_split)} train questions / {len(train_split.pixels)} scenes, {len(test_split)} test items "
-        f"({time.perf_counter() - t0:.0f}s)", flush=True)
-
+  tokenizer, processor, cfg, train_split, test_split = prepare_data(recipe, test_images, t0)
   grow = 0 < recipe.grow_from_layers < recipe.text_layers
   shallow = dataclasses.replace(recipe, text_layers=recipe.grow_from_layers) if grow else recipe
   model = Llava(model_config(shallow, tokenizer), dtype=jnp.float32, rngs=nnx.Rngs(recipe.seed))
@@ -837,21 +885,8 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
       "probe": probe, "objective": functools.partial(neighbour_objective, layer=layer, weight=recipe.neighbour_weight)}
   grown = None
   if grow:  # stage 2a: the shallow decoder learns the task (several times the steps/s of the deep one) ...
-    steps = recipe.grow_steps
-    if minutes is not None:
-      elapsed = time.perf_counter() - t0
-      share = elapsed / 60 + recipe.grow_fraction * (minutes - elapsed / 60)
-      steps = stage2_steps_for(share, model, shallow, train_split, make_batches(shallow), tokenizer.pad_token_id,
-                               elapsed, eval_seconds=0)
-    shallow = with_steps(shallow, steps)
-    grown = base.train(model, shallow, train_split, tokenizer.pad_token_id, batches=make_batches(shallow),
-                       **aux(recipe.neighbour_layer))
-    deep = Llava(cfg, dtype=jnp.float32, rngs=nnx.Rngs(recipe.seed + 2))
-    grow_decoder(model, deep)  # ... then it becomes the deep one, unchanged in function, and all of it trains on
-    model = deep
-    recipe = dataclasses.replace(recipe, grow_steps=shallow.steps)
-    print(f"grown: {recipe.grow_from_layers} -> {recipe.text_layers} layers, the trained ones at "
-          f"{grown_positions(recipe.grow_from_layers, recipe.text_layers)}", flush=True)
+    model, recipe, grown = train_then_grow(model, recipe, shallow, cfg, train_split, make_batches, aux, t0,
+                                           minutes=minutes, pad_id=tokenizer.pad_token_id)
   if minutes is not None:
     recipe = with_steps(recipe, stage2_steps_for(minutes, model, recipe, train_split, make_batches(recipe),
                                                  tokenizer.pad_token_id, time.perf_counter() - t0,
@@ -871,23 +906,9 @@ def run(out: str | os.PathLike, recipe: Recipe, *, test_images: int = scenes.SPL
   print(f"test accuracy {test['accuracy']:.4f} {test['by_kind']}; blind {blind['accuracy']:.4f} {blind['by_kind']}",
         flush=True)
 
-  out = Path(out)
-  save_hf_llava(model, cfg, out, tokenizer=tokenizer, image_processor=processor)
-  size_mb = sum(f.stat().st_size for f in out.iterdir() if f.is_file() and f.name != "README.md") / 2**20
-  seconds = time.perf_counter() - t0
-  (out / "README.md").write_text(model_card(
-      recipe=recipe, cfg=cfg, command=command, n_params=n_params, info=info, test=test, blind=blind,
-      n_train=len(train_split), n_test=len(test_split), seconds_total=seconds, checkpoint_mb=size_mb))
-  summary = {"test_accuracy": test["accuracy"], "test_by_kind": test["by_kind"], "blind_accuracy": blind["accuracy"],
-             "blind_by_kind": blind["by_kind"], "stage1_test_cells": stage1["test"] if stage1 else None,
-             "stage1_losses": stage1["losses"] if stage1 else None,
-             "grow_steps": recipe.grow_steps if info["grown"] else 0,
-             "grow_losses": info["grown"]["losses"] if info["grown"] else None,
-             "steps": recipe.steps, "steps_per_second": info["steps_per_second"], "train_seconds": info["seconds"],
-             "total_seconds": seconds, "losses": info["losses"],
-             "answer_losses": info["family_losses"], "relabelled": batches.relabelled,
-             "checkpoint_mb": size_mb, "params": n_params,
-             "out": str(out)}
+  summary = export_run(Path(out), model, cfg, tokenizer, processor, recipe, info, test, blind, command=command,
+                       n_params=n_params, n_train=len(train_split), n_test=len(test_split),
+                       seconds=time.perf_counter() - t0, relabelled=batches.relabelled)
   lists = ("losses", "answer_losses", "stage1_losses", "grow_losses")
   print(json.dumps({k: v for k, v in summary.items() if k not in lists}, indent=2), flush=True)
   return summary
