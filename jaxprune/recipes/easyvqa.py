@@ -636,6 +636,28 @@ def make_optimizer(recipe: Recipe, *, lr: float | None = None, steps: int | None
                      optax.adamw(schedule, b1=0.9, b2=0.98, weight_decay=recipe.weight_decay, mask=decay_mask))
 
 
+def default_batches(model, recipe: Recipe, split: Split, pad_id: int) -> Batches:
+  """The training batch source: with the frozen tower's states of every image (`recipe.freeze_vision`)."""
+  if not recipe.freeze_vision:
+    return Batches(split, recipe, pad_id)
+  start = time.perf_counter()
+  batches = Batches(split, recipe, pad_id, states=tower_states(model, split.pixels))
+  print(f"frozen tower: states of {len(split.pixels)} images x 2 orientations "
+        f"({batches.states.nbytes / 2**20:.0f} MB, {time.perf_counter() - start:.0f}s)", flush=True)
+  return batches
+
+
+def log_losses(step: int, pending: list, kinds: np.ndarray, losses: list, family_losses: dict) -> None:
+  """One host sync for the steps since the last log: their mean loss, and per question kind the mean loss of the
+  rows that trained (`pending`: (loss, per-row loss, rows, trained) per step)."""
+  losses.append((step, float(np.mean([float(loss) for loss, _, _, _ in pending]))))
+  used = np.concatenate([t for _, _, _, t in pending])
+  seq = np.concatenate([np.asarray(p) for _, p, _, _ in pending])[used]
+  fam = kinds[np.concatenate([r for _, _, r, _ in pending])][used]
+  for k in family_losses:
+    family_losses[k].append(float(seq[fam == k].mean()) if (fam == k).any() else float("nan"))
+
+
 def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 10,
           batches: Batches | None = None, probe=None, objective=None) -> dict[str, Any]:
   """Train `model` in place on `split`; -> {"losses": [(step, loss)], "seconds": float, "seq_len": L,
@@ -651,14 +673,7 @@ def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 
   from tqdm import tqdm
 
   print(f"shared-prefix loss == plain loss (max diff {check_shared_prefix(model, split, pad_id):.1e})", flush=True)
-  if recipe.freeze_vision:
-    if batches is None:
-      start = time.perf_counter()
-      batches = Batches(split, recipe, pad_id, states=tower_states(model, split.pixels))
-      print(f"frozen tower: states of {len(split.pixels)} images x 2 orientations "
-            f"({batches.states.nbytes / 2**20:.0f} MB, {time.perf_counter() - start:.0f}s)", flush=True)
-  else:
-    batches = batches or Batches(split, recipe, pad_id)
+  batches = batches if batches is not None else default_batches(model, recipe, split, pad_id)
   trained = model if probe is None else (model, probe)
   objective = objective or (lambda m, _, batch: loss_fn(m, batch))
   frozen_filter = nnx.PathContains("vision_tower") if recipe.freeze_vision else nnx.Nothing()
@@ -691,12 +706,7 @@ def train(model, recipe: Recipe, split: Split, pad_id: int, *, log_every: int = 
     trained = np.asarray(arrays["target"]).any(axis=1)  # [B] rows with a loss (a recipe may mask some)
     pending.append((loss, per_seq, rows, trained))
     if (i + 1) % log_every == 0 or i + 1 == recipe.steps:  # one host sync per log_every steps
-      losses.append((i + 1, float(np.mean([float(loss) for loss, _, _, _ in pending]))))
-      used = np.concatenate([t for _, _, _, t in pending])
-      seq = np.concatenate([np.asarray(p) for _, p, _, _ in pending])[used]
-      fam = kinds[np.concatenate([r for _, _, r, _ in pending])][used]
-      for k in family_losses:
-        family_losses[k].append(float(seq[fam == k].mean()) if (fam == k).any() else float("nan"))
+      log_losses(i + 1, pending, kinds, losses, family_losses)
       pending = []
       first_log = first_log or (i + 1, time.perf_counter())
       recent = {short.get(k, k): np.nanmean(v[-5:]) for k, v in family_losses.items()}
