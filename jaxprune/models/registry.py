@@ -16,7 +16,7 @@ from jaxprune.models.config import TextConfig
 from jaxprune.models.llama import LlamaModel
 from jaxprune.models.weights import LLAMA
 
-FAMILY_PACKAGES = ("llava", "qwen2_5_vl", "gemma3", "llava_onevision")  # folders under jaxprune/models/
+FAMILY_PACKAGES = ("llava", "qwen2_5_vl", "gemma3", "llava_onevision", "llava_next")  # folders under jaxprune/models/
 
 # The shared decoder on its own: LlamaForCausalLM checkpoints (SmolLM2, Llama, Vicuna), text-only.
 LLAMA_TEXT = Family("llama", ("LlamaForCausalLM", "llama"), TextConfig.from_hf, LlamaModel, LLAMA,

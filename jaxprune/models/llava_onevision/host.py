@@ -148,6 +148,12 @@ def image_tokens(size: tuple[int, int], cfg: OnevisionConfig, *, base_only: bool
   return sum(v.grid[0] * v.grid[1] for v in image_views(size, cfg, base_only=base_only))
 
 
+def base_only(images: Sequence, cfg: OnevisionConfig) -> bool:
+  """Whether each of one prompt's images gives only its base view and one newline: transformers' multi-image rule
+  for LLaVA-OneVision; a config whose `multi_image_base_only` is False (LLaVA-NeXT) tiles every image."""
+  return len(images) > 1 and getattr(cfg, "multi_image_base_only", True)
+
+
 @dataclasses.dataclass
 class Image:
   """One preprocessed image: its crops (base view first) and its original (h, w) in pixels."""
@@ -162,11 +168,11 @@ def expand_image_tokens(ids: Sequence[int], images: Sequence[Image], cfg: Onevis
   if len(where) != len(images):
     raise ValueError(f"prompt holds {len(where)} image token(s) (id {cfg.image_token_id}) but {len(images)} "
                      f"image(s) were given")
-  base_only = len(images) > 1
+  only_base = base_only(images, cfg)
   out, k = [], 0
   for x in ids:
     if x == cfg.image_token_id:
-      out += [x] * image_tokens(images[k].size, cfg, base_only=base_only)
+      out += [x] * image_tokens(images[k].size, cfg, base_only=only_base)
       k += 1
     else:
       out.append(x)
@@ -186,11 +192,11 @@ def pack_batch(ids: Sequence[Sequence[int]], images: Sequence[Sequence[Image]], 
   for i, imgs in enumerate(images):
     sample_views = []
     for k, im in enumerate(imgs):
-      want = 1 if len(imgs) > 1 else num_crops(im.size, cfg)
+      want = 1 if base_only(imgs, cfg) else num_crops(im.size, cfg)
       if im.crops.ndim != 4 or im.crops.shape[0] < want or im.crops.shape[1:] != (3, s, s):
         raise ValueError(f"sample {i} image {k}: crops of shape {tuple(im.crops.shape)} for an image of size "
                          f"{im.size}; expected [>= {want}, 3, {s}, {s}]")
-      sample_views.append(image_views(im.size, cfg, base_only=len(imgs) > 1))
+      sample_views.append(image_views(im.size, cfg, base_only=base_only(imgs, cfg)))
     views.append(sample_views)
   counts = [sum(v.grid[0] * v.grid[1] for vs in sv for v in vs) for sv in views]
   any_image = any(len(x) for x in images)
@@ -221,7 +227,7 @@ def pack_batch(ids: Sequence[Sequence[int]], images: Sequence[Sequence[Image]], 
   for i, (imgs, sv) in enumerate(zip(images, views)):
     at = 0
     for im, vs in zip(imgs, sv):
-      used = 1 if len(imgs) > 1 else num_crops(im.size, cfg)
+      used = 1 if base_only(imgs, cfg) else num_crops(im.size, cfg)
       crops.append(np.asarray(im.crops[:used], np.float32))
       for v in vs:
         n = len(v.newline)
@@ -299,7 +305,8 @@ class OnevisionHost:
       expanded = expand_image_tokens(prompt.ids, imgs, self.config)
       start, end = prompt.question_span
       before = sum(1 for x in prompt.ids[:start] if x == self.config.image_token_id)  # images before the question
-      shift = sum(image_tokens(im.size, self.config, base_only=len(imgs) > 1) - 1 for im in imgs[:before])
+      only_base = base_only(imgs, self.config)
+      shift = sum(image_tokens(im.size, self.config, base_only=only_base) - 1 for im in imgs[:before])
       mask = np.zeros(len(expanded), bool)
       mask[start + shift:end + shift] = True
       ids.append(expanded)
