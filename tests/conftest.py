@@ -110,6 +110,7 @@ def smollm2():
   """(jaxprune Loaded in float32 via the converter's GGUF path, HF torch model, tokenizer)."""
   import torch
   from transformers import AutoModelForCausalLM, AutoTokenizer
+
   from jaxprune.convert.hf import load_model
   gguf = smollm2_gguf()
   loaded = load_model(gguf, dtype="float32")
@@ -162,6 +163,7 @@ def tiny_eval_model(tiny_llava, tmp_path_factory) -> Path:
 def always_yes_model(tiny_eval_model, tmp_path_factory) -> Path:
   """A pure language-prior model: final norm weight zero -> all logits 0 -> always id 0 = "yes"."""
   import shutil
+
   from safetensors.numpy import load_file, save_file
   path = tmp_path_factory.mktemp("eval_model") / "always_yes"
   shutil.copytree(tiny_eval_model, path)
@@ -175,6 +177,7 @@ def always_yes_model(tiny_eval_model, tmp_path_factory) -> Path:
 def eval_data(tmp_path_factory):
   """(tfds data dir with easy-VQA's test split prepared, local DatBench-shaped parquet dir)."""
   from test_data import make_datbench_fixture
+
   from jaxprune.data import load_task
   data_dir = tmp_path_factory.mktemp("eval_tfds")
   datbench = tmp_path_factory.mktemp("eval_datbench")

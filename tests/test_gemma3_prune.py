@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from test_gemma3 import BUCKET, IMAGE, NV, TOL, WINDOW, pixels_for, prompt, tiny_gemma  # noqa: F401 (a fixture)
 
 from jaxprune.core import decoding
 from jaxprune.generate import Generator, pad_batch, prefill
@@ -15,7 +16,6 @@ from jaxprune.prune.methods import METHODS
 from jaxprune.prune.pipeline import Pruner
 from jaxprune.prune.plan import PrunePlan
 from jaxprune.prune.select import split_positions
-from test_gemma3 import BUCKET, IMAGE, NV, TOL, WINDOW, pixels_for, prompt, tiny_gemma  # noqa: F401 (a fixture)
 
 NUM_LAYERS = 4
 QUESTION = 4  # the last 4 tokens of every prompt are its question

@@ -271,8 +271,7 @@ def local_processor_files(path):
   expansion below uses its token-count formula on a bare instance."""
   from tokenizers import Tokenizer, models, pre_tokenizers
   from transformers import AutoImageProcessor, AutoTokenizer, PreTrainedTokenizerFast
-  from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
-      LlavaOnevisionImageProcessorPil)
+  from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
   specials = {"<|im_start|>": 140, "<|im_end|>": 141, "<image>": IMAGE, "<video>": VIDEO}
   vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>"] + [f"w{i}" for i in range(136)])}
   vocab.update(specials, user=142, assistant=143)
@@ -338,7 +337,9 @@ def test_weight_map_covers_the_hub_checkpoint_layout():
   tracing short; on torch's meta device), under both the hub's key names and transformers 5's, maps to a
   parameter of our abstract model with the right shape, and every parameter is covered."""
   import re
+
   from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
   from jaxprune.models import registry
   from jaxprune.models.llava_onevision import HUB_CONFIGS, LlavaOnevision, OnevisionConfig
   from jaxprune.models.llava_onevision.weights import ONEVISION

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from test_llava_onevision import IMAGE, SIZES, image_for, prompt, save_tiny_onevision
 
+from jaxprune.convert.hf import load_model
 from jaxprune.core import decoding
 from jaxprune.generate import Generator, prefill
 from jaxprune.models.llava_onevision import host
@@ -15,8 +17,6 @@ from jaxprune.prune.methods import METHODS
 from jaxprune.prune.pipeline import Pruner
 from jaxprune.prune.plan import PlanError, PrunePlan
 from jaxprune.prune.select import kept_map, split_positions
-from test_llava_onevision import IMAGE, SIZES, image_for, prompt, save_tiny_onevision
-from jaxprune.convert.hf import load_model
 
 NUM_LAYERS = 3
 QUESTION = 4  # the last 4 text tokens of every prompt are its question

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import torch
-
 from conftest import TINY_NV, tiny_pixels, tiny_prompt
+
 from jaxprune.generate import Generator, pad_batch, prefill
 
 TOL = 1e-4
@@ -70,9 +70,11 @@ def test_batch_of_different_lengths_equals_each_alone(tiny_llava, tiny_llava_jax
 def test_new_style_hf_keys_load_identically(tiny_llava, tiny_llava_jax, tmp_path):
   """transformers >= 4.52 in-memory names (model.language_model.*) map to the same weights as hub names."""
   import shutil
-  from safetensors.numpy import load_file, save_file
-  from jaxprune.convert.hf import load_model
+
   from flax import nnx
+  from safetensors.numpy import load_file, save_file
+
+  from jaxprune.convert.hf import load_model
   _, path = tiny_llava
   old = load_file(str(path / "model.safetensors"))
   renamed = {}

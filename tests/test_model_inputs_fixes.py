@@ -39,7 +39,7 @@ def _pil(shape, seed):
 # ------------------------------------------------------------------------ 1. OneVision: two images, one prompt
 
 
-def test_onevision_two_image_prompt_through_the_host_equals_transformers(tiny_onevision, tmp_path):  # noqa: F811
+def test_onevision_two_image_prompt_through_the_host_equals_transformers(tiny_onevision, tmp_path):
   """Two non-square images in one prompt: the host pads each to a square before resizing (the image processor's
   multi-image rule for a nested list, what transformers' processor passes), so ids and logits equal
   transformers' on the processor's own output."""
@@ -96,7 +96,7 @@ def test_gemma3_final_logit_softcapping_is_not_applied_as_in_transformers(tmp_pa
 # ------------------------------------------------------------------------ 3. Gemma 3: two images, one prompt
 
 
-def test_gemma3_two_image_prompt_through_the_host_equals_transformers(tiny_gemma, gemma_processor):  # noqa: F811
+def test_gemma3_two_image_prompt_through_the_host_equals_transformers(tiny_gemma, gemma_processor):
   from jaxprune.inputs import InputError
   from jaxprune.models.gemma3 import Gemma3Host
   hf, loaded, _ = tiny_gemma
@@ -162,7 +162,7 @@ def test_keep_at_least_the_real_count_keeps_every_real_token_whatever_its_score(
   np.testing.assert_array_equal(np.asarray(out.positions)[0][kept], np.asarray(tokens.positions)[0][4:7])
 
 
-def test_keep_of_the_real_count_below_the_padded_slots_on_onevision(tiny_onevision):  # noqa: F811
+def test_keep_of_the_real_count_below_the_padded_slots_on_onevision(tiny_onevision):
   """What the README may promise for families with padded visual slots: keep >= the visual slots skips the stage
   (bit-identical, tested per family); keep = the prompt's real count (< slots) keeps every real token at its
   position, and the logits equal the unpruned ones to float rounding (the shorter sequence sums in another order),
@@ -221,7 +221,7 @@ def test_config_token_ids_out_of_vocab_or_colliding_with_text_are_one_line():
   _one_line_error(lambda: Gemma3Config.from_hf(dict(gemma, image_token_index="150")), "is not a token id")
 
 
-def test_host_refuses_an_image_token_id_that_is_ordinary_text(tiny_onevision, tiny_gemma, gemma_processor,  # noqa: F811
+def test_host_refuses_an_image_token_id_that_is_ordinary_text(tiny_onevision, tiny_gemma, gemma_processor,
                                                             tmp_path):
   """A config whose placeholder id is an ordinary word: that word in a prompt would become image slots (and the
   real placeholder would not); refused when the host is built, before any prompt or compile."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_IMAGE_TOKEN, TINY_NV, tiny_pixels, tiny_prompt
+
 from jaxprune import cost
 from jaxprune.generate import Generator, pad_batch, prefill
 from jaxprune.prune.pipeline import Pruner

@@ -273,7 +273,7 @@ def test_cached_decode_equals_recompute_16_steps(tiny_qwen):
     ref = np.asarray(forward(model, recomputed))[:, -1]
     assert np.abs(cached_logits[:, t] - ref).max() <= TOL, f"step {t}"
   # and the last step agrees with transformers on the full sequence
-  for b, (ids, g, p) in enumerate(samples):
+  for b, (_ids, g, p) in enumerate(samples):
     full = expanded[b] + generated[b].tolist()
     assert np.abs(hf_logits(hf, full[:-1], g, p)[-1] - cached_logits[b, -2]).max() <= TOL
 
@@ -342,6 +342,7 @@ def test_hub_key_layout_loads_identically(tiny_qwen, tmp_path):
   in-memory layout of transformers >= 4.52 (which some 4.5x versions saved) is `model.visual.*` and
   `model.language_model.*`. Both map to the same model."""
   import shutil
+
   from safetensors.numpy import load_file, save_file
   hf, model, _ = tiny_qwen
   saved = tmp_path / "saved"
@@ -390,7 +391,9 @@ def test_weight_map_covers_the_3b_checkpoint_layout():
   36 and 32 to keep tracing short; built on torch's meta device: shapes, no memory) maps to a parameter of our
   abstract model with the right shape, and every parameter is covered."""
   import re
+
   from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
   from jaxprune.models.qwen2_5_vl import HUB_CONFIGS, SHAPES, Qwen25VL, Qwen25VLConfig
   from jaxprune.models.qwen2_5_vl.weights import QWEN2_5_VL
   hub = HUB_CONFIGS["Qwen/Qwen2.5-VL-3B-Instruct"]
@@ -438,6 +441,7 @@ def test_vision_flops_count_the_matmuls_the_tower_runs(tiny_qwen):
   """With every block full attention (the masked [P, P] product then does exactly what the formula counts),
   vision_flops equals the dot FLOPs in the traced tower; window blocks save their share of the keys."""
   import dataclasses
+
   from jaxprune.models.qwen2_5_vl.vision import VisionTower
   _, _, cfg = tiny_qwen
   full = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, fullatt_block_indexes=(0, 1, 2)))

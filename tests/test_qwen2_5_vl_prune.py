@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from test_qwen2_5_vl import IMAGE, hf_config, patches_for, prompt, tiny_qwen  # noqa: F401 (tiny_qwen: a fixture)
 
 from jaxprune.core import decoding
 from jaxprune.generate import Generator, prefill
@@ -16,7 +17,6 @@ from jaxprune.prune.methods import METHODS
 from jaxprune.prune.pipeline import Pruner
 from jaxprune.prune.plan import PlanError, PrunePlan
 from jaxprune.prune.select import kept_map, split_positions
-from test_qwen2_5_vl import IMAGE, hf_config, patches_for, prompt, tiny_qwen  # noqa: F401 (tiny_qwen: a fixture)
 
 NUM_LAYERS = 3
 # merged-token grids (t, rows, cols) of 4x4, 4x6 and 3x5 tokens: 16, 24 and 15 visual tokens, none square but one
@@ -39,7 +39,7 @@ def _sample(i, grid, extra=()):
 
 
 @pytest.fixture(scope="module")
-def qwen(tiny_qwen):  # noqa: F811
+def qwen(tiny_qwen):
   """(HF torch model, jaxprune model, config): test_qwen2_5_vl's tiny random model, built once for this module."""
   cfg = tiny_qwen[2]
   assert (cfg.image_token_id, cfg.vision.merge_unit, cfg.num_layers) == (IMAGE, CFG.vision.merge_unit, NUM_LAYERS)
