@@ -21,7 +21,7 @@ from jaxprune.models.layers import MultimodalProjector
 from jaxprune.models.llama import LlamaModel
 from jaxprune.models.llava.clip import VisionTower
 from jaxprune.models.llava_next.config import LlavaNextConfig
-from jaxprune.models.llava_onevision.modeling import OnevisionPixels, _taps
+from jaxprune.models.llava_onevision.modeling import OnevisionPixels, slot_signals
 
 Projector = MultimodalProjector  # llava-hf's multi_modal_projector (the weight map's name)
 NextPixels = OnevisionPixels  # crops [C, 3, S, S] and each slot's taps / newline flag (the host's output)
@@ -38,23 +38,13 @@ class LlavaNext(nnx.Module):
 
   def encode_images(self, pixels: NextPixels, layout: VisualLayout) -> VisionSignals:
     """The batch's crops -> per visual slot: features [B, N, D], importance [B, N] ([CLS]->patch attention of the
-    deepest feature layer, summed over heads), and keys [B, N, Dh].
-
-    Newline slots: the learned newline vector, importance 0 (no [CLS] attention reaches it, so `clsattn` and
-    `visionzip` rank it below every patch), zero keys."""
+    deepest feature layer, summed over heads), and keys [B, N, Dh]; newline slots as OneVision's `slot_signals`
+    says (no [CLS] attention reaches them, so `clsattn` and `visionzip` rank them below every patch)."""
     states, cls_attention, keys = self.vision_tower(pixels.crops, self.config.feature_layers)  # [C, Np + 1, Dv]
-    states = states[:, 1:]  # "default": [CLS] dropped, Np tokens per crop in raster order
-    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # [C * Np, ...]
-    gather = lambda x: _taps(flat(x), pixels.source, pixels.weight)  # [B, N, ...]
-    newline, valid = pixels.newline, layout.valid  # [B, N]
-    real = valid & ~newline
-    features = self.projector(states)  # [C, Np, D]
-    out = jnp.where(newline[..., None], self.image_newline[...].astype(features.dtype), gather(features))
-    out = jnp.where(valid[..., None], out, 0)
-    importance = None if cls_attention is None else jnp.where(
-        real, gather(jnp.sum(cls_attention.astype(jnp.float32), axis=1)), 0.0)
-    keys = None if keys is None else jnp.where(real[..., None], gather(keys[:, 1:]), 0.0)
-    return VisionSignals(features=out, layout=layout, importance=importance, keys=keys)
+    features = self.projector(states[:, 1:])  # "default": [CLS] dropped, Np tokens per crop in raster order
+    importance = None if cls_attention is None else jnp.sum(cls_attention.astype(jnp.float32), axis=1)  # [C, Np]
+    return slot_signals(pixels, layout, features, self.image_newline[...], importance,
+                        None if keys is None else keys[:, 1:])
 
   def input_tokens(self, inputs: ModelInputs) -> tuple[Tokens, VisionSignals | None]:
     """A padded batch -> decoder input Tokens (visual tokens at the `<image>` placeholders, 1-D positions counting

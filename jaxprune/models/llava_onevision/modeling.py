@@ -48,6 +48,24 @@ def _taps(table: jax.Array, source: jax.Array, weight: jax.Array) -> jax.Array:
   return total.astype(table.dtype)
 
 
+def slot_signals(pixels: OnevisionPixels, layout: VisualLayout, features: jax.Array, newline_vector: jax.Array,
+                 importance: jax.Array | None = None, keys: jax.Array | None = None) -> VisionSignals:
+  """AnyRes per-crop tables -> per visual slot (LLaVA-OneVision and LLaVA-NeXT): features [C, Np, D] (and the
+  tower's importance [C, Np], keys [C, Np, Dh], when it gives them) gathered through each slot's taps. Newline
+  slots take the learned newline vector, importance 0 (no tower attention reaches it, so it ranks below every
+  patch) and zero keys; padded slots are zero. A shrunk (interpolated) slot mixes its taps' signals with the same
+  weights as its features."""
+  flat = lambda x: x.reshape((-1,) + x.shape[2:])  # [C * Np, ...]
+  gather = lambda x: _taps(flat(x), pixels.source, pixels.weight)  # [B, N, ...]
+  newline, valid = pixels.newline, layout.valid  # [B, N]
+  real = valid & ~newline
+  out = jnp.where(newline[..., None], newline_vector.astype(features.dtype), gather(features))
+  out = jnp.where(valid[..., None], out, 0)
+  importance = None if importance is None else jnp.where(real, gather(importance), 0.0)
+  keys = None if keys is None else jnp.where(real[..., None], gather(keys), 0.0)
+  return VisionSignals(features=out, layout=layout, importance=importance, keys=keys)
+
+
 class LlavaOnevision(nnx.Module):
 
   def __init__(self, cfg: OnevisionConfig, *, dtype: jnp.dtype = jnp.bfloat16, rngs: nnx.Rngs):
@@ -58,22 +76,11 @@ class LlavaOnevision(nnx.Module):
     self.language_model = LlamaModel(cfg.text, dtype=dtype, rngs=rngs)
 
   def encode_images(self, pixels: OnevisionPixels, layout: VisualLayout) -> VisionSignals:
-    """The batch's crops -> per visual slot: features [B, N, D], importance [B, N], keys [B, N, Dh].
-
-    Newline slots: the learned newline vector, importance 0 (no tower attention reaches it, so it ranks below
-    every patch, which all receive some), zero keys. A shrunk (interpolated) slot mixes its taps' signals with
-    the same weights as its features."""
+    """The batch's crops -> per visual slot: features [B, N, D], importance [B, N] (attention each patch receives
+    in the deepest tower layer run), keys [B, N, Dh]; newline and shrunk slots as `slot_signals` says."""
     tower = self.vision_tower(pixels.crops, self.config.feature_layers)
     features = self.projector(tower.hidden)  # [C, Np, D]
-    flat = lambda x: x.reshape((-1,) + x.shape[2:])  # [C * Np, ...]
-    newline, valid = pixels.newline, layout.valid  # [B, N]
-    real = valid & ~newline
-    out = jnp.where(newline[..., None], self.image_newline[...].astype(features.dtype),
-                    _taps(flat(features), pixels.source, pixels.weight))
-    out = jnp.where(valid[..., None], out, 0)
-    importance = jnp.where(real, _taps(flat(tower.importance), pixels.source, pixels.weight), 0.0)
-    keys = jnp.where(real[..., None], _taps(flat(tower.keys), pixels.source, pixels.weight), 0.0)
-    return VisionSignals(features=out, layout=layout, importance=importance, keys=keys)
+    return slot_signals(pixels, layout, features, self.image_newline[...], tower.importance, tower.keys)
 
   def input_tokens(self, inputs: ModelInputs) -> tuple[Tokens, VisionSignals | None]:
     """A padded batch -> decoder input Tokens (visual tokens at the `<image>` placeholders, 1-D positions counting
