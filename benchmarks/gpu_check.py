@@ -13,7 +13,7 @@ What it measures (each sub-benchmark is timed alone, after a compile/warm-up cal
 - torch: transformers `LlavaForConditionalGeneration` from the same config, random bf16 weights on cuda,
   `attn_implementation="sdpa"`: prefill (`logits_to_keep=1`, cache on) and a manual cached greedy decode loop
   at batch 1 and 8. Weights differ from jaxprune's (both random): same shapes and FLOPs, so a speed comparison;
-  numerical parity is tested elsewhere (tests/test_llava_parity.py).
+  numerical parity is tested elsewhere (tests/families/test_conformance.py).
 - report: targets — unpruned prefill >= 1.3x transformers SDPA at batch 8; prefill MFU >= 55% at batch 8 against
   the measured matmul peak; pruned speedup >= 0.85x the analytic FLOPs ratio (`jaxprune.cost.prefill_flops`).
 

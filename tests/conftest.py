@@ -86,6 +86,68 @@ def tiny_llava_jax(tiny_llava):
   return load_model(tiny_llava[1], dtype="float32")
 
 
+# ------------------------------------------------------------------ one tiny checkpoint per family (tests/families/)
+# `<family>_case` is the family's conformance fixture (tests/families/test_conformance.py runs every check on it);
+# the `tiny_*` tuples are views of the same objects for the family's own tests. Each is built once per run.
+
+
+@pytest.fixture(scope="session")
+def llava_case(tiny_llava, tiny_llava_jax):
+  from families.llava import LlavaCase
+  hf, path = tiny_llava
+  return LlavaCase(hf, tiny_llava_jax, path)
+
+
+@pytest.fixture(scope="session")
+def gemma3_case(tmp_path_factory):
+  from families.gemma3 import Gemma3Case
+  return Gemma3Case.build(tmp_path_factory.mktemp("tiny_gemma3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(gemma3_case):
+  """(HF torch model, jaxprune Loaded, saved directory), both models from the same saved directory."""
+  return gemma3_case.hf, gemma3_case.loaded, gemma3_case.path
+
+
+@pytest.fixture(scope="session")
+def qwen2_5_vl_case(tmp_path_factory):
+  from families.qwen2_5_vl import Qwen25VLCase
+  return Qwen25VLCase.build(tmp_path_factory.mktemp("tiny_qwen"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(qwen2_5_vl_case):
+  """(HF torch model (eager attention), jaxprune model, config), both from the same saved directory."""
+  return qwen2_5_vl_case.hf, qwen2_5_vl_case.model, qwen2_5_vl_case.config
+
+
+@pytest.fixture(scope="session")
+def llava_onevision_case(tmp_path_factory):
+  from families.llava_onevision import OnevisionCase
+  return OnevisionCase.build(tmp_path_factory.mktemp("tiny_onevision"))
+
+
+@pytest.fixture(scope="session")
+def tiny_onevision(llava_onevision_case):
+  """(HF torch model, jaxprune model, config, saved dir), both models from the same directory."""
+  case = llava_onevision_case
+  return case.hf, case.model, case.config, case.path
+
+
+@pytest.fixture(scope="session")
+def llava_next_case(tmp_path_factory):
+  from families.llava_next import NextCase
+  return NextCase.build(tmp_path_factory.mktemp("tiny_llava_next"))
+
+
+@pytest.fixture(scope="session")
+def tiny_next(llava_next_case):
+  """(HF torch model, jaxprune model, config, saved dir), both models from the same directory."""
+  case = llava_next_case
+  return case.hf, case.model, case.config, case.path
+
+
 def tiny_prompt(text_before: int, text_after: int, seed: int) -> list[int]:
   """bos, some text, Nv image placeholders, more text (ids avoid the image token)."""
   rng = np.random.RandomState(seed)

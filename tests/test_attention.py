@@ -54,12 +54,16 @@ def tiny_blocks(monkeypatch):
   jax.clear_caches()
 
 
-def test_tiny_llava_matches_transformers_through_blocks(tiny_blocks, tiny_llava, tiny_llava_jax):
+def test_tiny_llava_matches_transformers_through_blocks(tiny_blocks, llava_case):
+  """The conformance suite's LLaVA logits (one image, several images), batch = alone, and the CLIP tower."""
   import test_llava_parity
+  from families.base import Runs
+  from families.test_conformance import check_batch_equals_each_alone, check_logits, check_several_images
   assert attention.blocked_on()  # the path under test is the one these tests take
-  test_llava_parity.test_logits_match_transformers(tiny_llava, tiny_llava_jax)
-  test_llava_parity.test_vision_tower_and_cls_attention_match(tiny_llava, tiny_llava_jax)
-  test_llava_parity.test_batch_of_different_lengths_equals_each_alone(tiny_llava, tiny_llava_jax)
+  check_logits(llava_case, llava_case.batch_samples())
+  check_several_images(llava_case)
+  check_batch_equals_each_alone(llava_case, Runs(llava_case), None)  # its own Runs: no result computed elsewhere
+  test_llava_parity.test_vision_tower_and_cls_attention_match((llava_case.hf, llava_case.path), llava_case.loaded)
 
 
 def _prefill_operands(b, t, h, g, dh, padding, dtype=jnp.float32):

@@ -267,7 +267,8 @@ def test_max_new_tokens_beyond_the_positions_is_refused(tiny_eval_model, tmp_pat
 
 
 def test_qwen_without_its_image_processor_is_refused(tmp_path, capsys):
-  from test_qwen2_5_vl import local_processor_files, save_tiny_qwen
+  from families.qwen2_5_vl import save_tiny_qwen
+  from test_qwen2_5_vl import local_processor_files
   model = tmp_path / "qwen"
   save_tiny_qwen(model, seed=2)
   local_processor_files(model)

@@ -1,9 +1,7 @@
-"""Flax Gemma 3 against transformers on a tiny random config (float32, saved and reloaded, no downloads).
-
-The tiny config keeps what makes Gemma 3 differ: sliding and global layers (window 6, shorter than an image's
-16 soft tokens, so the window cuts through the bidirectional image block), two RoPE bases with linear scaling on
-the global one, query_pre_attn_scalar != head_dim, QK-norm and (1 + w) norms with non-zero weights.
-"""
+"""Gemma 3's own checks on its tiny random checkpoint (tests/families/gemma3.py; the family-free ones, parity with
+transformers included, are in tests/families/test_conformance.py): reading both config layouts and the weight map,
+the host side against Gemma3Processor, and layer-0 pruning against transformers on the kept sequence (the
+bidirectional image block and the sliding window counted over kept tokens)."""
 
 from __future__ import annotations
 
@@ -12,88 +10,28 @@ import copy
 import numpy as np
 import pytest
 import torch
+from families.gemma3 import (
+  BOI,
+  BUCKET,
+  EOI,
+  IMAGE,
+  LAYER_TYPES,
+  NV,
+  WINDOW,
+  hf_config,
+  pixels_for,
+  prompt,
+)
 from flax import nnx
 from PIL import Image
 
-from jaxprune.convert.__main__ import main as convert_main
-from jaxprune.convert.hf import load_model
 from jaxprune.core import decoding
-from jaxprune.generate import Generator, pad_batch
+from jaxprune.generate import pad_batch, prefill
 from jaxprune.models.gemma3 import HUB_CONFIGS, SHAPES, Gemma3Config, Gemma3Host
+from jaxprune.prune.pipeline import Pruner
 
 TOL = 1e-4
-IMAGE, BOI, EOI = 150, 151, 152
-NV = 16  # soft tokens per image (a 4x4 grid pooled from 8x8 patches)
-LAYER_TYPES = ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]
-WINDOW = 6
-BUCKET = 48  # one length bucket for every test: each batch size compiles `forward` once
-
-
-def hf_config():
-  from transformers import Gemma3Config as HFGemma3Config
-  vision = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=4, image_size=32, patch_size=4, layer_norm_eps=1e-6, vision_use_head=False)
-  text = dict(vocab_size=160, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-              num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=24, sliding_window=WINDOW,
-              layer_types=LAYER_TYPES, rope_theta=10000.0, rope_local_base_freq=100.0,
-              rope_scaling={"rope_type": "linear", "factor": 4.0}, max_position_embeddings=512, pad_token_id=0,
-              bos_token_id=2, eos_token_id=1)
-  return HFGemma3Config(vision_config=vision, text_config=text, mm_tokens_per_image=NV, image_token_index=IMAGE,
-                      boi_token_index=BOI, eoi_token_index=EOI)
-
-
-def randomize(hf, scale=0.15):
-  """transformers' init (std 0.02, zero-centred norms = identity) hides mapping mistakes under 1e-4: larger random
-  weights and norms make every tensor matter."""
-  with torch.no_grad():
-    for name, param in hf.named_parameters():
-      if "vision_tower" in name and ("layer_norm" in name or "post_layernorm" in name):  # SigLIP LayerNorms
-        param.copy_((1 + 0.2 * torch.randn_like(param)) if name.endswith("weight") else 0.1 * torch.randn_like(param))
-      elif "norm" in name:
-        param.normal_(0.0, 0.2)  # Gemma's zero-centred (1 + w) norms
-      else:
-        param.normal_(0.0, scale if param.dim() > 1 else 0.1)
-
-
-def save_tiny_gemma(path, seed: int):
-  """A tiny random Gemma 3 saved to `path` and reloaded as transformers runs a checkpoint (eager attention, so
-  attention weights can be read) -> the HF torch model in eval mode."""
-  from transformers import Gemma3ForConditionalGeneration
-  torch.manual_seed(seed)
-  hf = Gemma3ForConditionalGeneration(hf_config()).eval()
-  randomize(hf)
-  hf.save_pretrained(path)
-  hf = Gemma3ForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
-  hf.set_attn_implementation("eager")
-  return hf
-
-
-@pytest.fixture(scope="session")
-def tiny_gemma(tmp_path_factory):
-  """(HF torch model, jaxprune Loaded, saved directory), both models from the same saved directory."""
-  path = tmp_path_factory.mktemp("tiny_gemma3")
-  hf = save_tiny_gemma(path, seed=0)
-  return hf, load_model(path, dtype="float32"), path
-
-
-def pixels_for(n, seed):
-  return np.random.RandomState(seed).randn(n, 3, 32, 32).astype(np.float32)
-
-
-def prompt(n_before, n_after, seed, image=True):
-  """bos, text, [<start_of_image>, 16 soft tokens, <end_of_image>], text."""
-  rng = np.random.RandomState(seed)
-  ids = [2] + rng.randint(3, 140, n_before).tolist()
-  if image:
-    ids += [BOI] + [IMAGE] * NV + [EOI]
-  return ids + rng.randint(3, 140, n_after).tolist()
-
-
-def hf_logits(hf, ids, pixels=None):
-  ids_t = torch.tensor([ids])
-  kwargs = {} if pixels is None else dict(pixel_values=torch.tensor(pixels), token_type_ids=(ids_t == IMAGE).long())
-  with torch.no_grad():
-    return hf(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), **kwargs).logits[0].numpy()
+QUESTION = 4  # the last 4 tokens of a prompt are its question
 
 
 @nnx.jit
@@ -147,59 +85,6 @@ def test_bad_config_is_one_line():
   d["mm_tokens_per_image"] = 15
   with pytest.raises(ValueError, match="mm_tokens_per_image=15"):
     Gemma3Config.from_hf(d)
-
-
-def test_logits_one_image(tiny_gemma):
-  hf, loaded, _ = tiny_gemma
-  ids, pixels = prompt(3, 9, seed=1), pixels_for(1, seed=1)
-  inputs = pad_batch([ids], pad_id=0, multiple=BUCKET, pixels=pixels)
-  ours = np.asarray(forward(loaded.model, inputs))[0, -len(ids):]
-  assert np.abs(ours - hf_logits(hf, ids, pixels)).max() <= TOL
-
-
-def test_batch_of_three_each_equals_its_run_alone(tiny_gemma):
-  hf, loaded, _ = tiny_gemma
-  prompts = [prompt(2, 12, seed=2), prompt(7, 4, seed=3), prompt(1, 20, seed=4)]
-  pixels = pixels_for(3, seed=5)
-  inputs = pad_batch(prompts, pad_id=0, multiple=BUCKET, pixels=pixels)
-  logits = np.asarray(forward(loaded.model, inputs))
-  for i, ids in enumerate(prompts):
-    assert np.abs(logits[i, -len(ids):] - hf_logits(hf, ids, pixels[i:i + 1])).max() <= TOL, i
-
-
-def test_text_only(tiny_gemma):
-  hf, loaded, _ = tiny_gemma
-  prompts = [prompt(14, 0, seed=6, image=False), prompt(5, 0, seed=7, image=False)]
-  logits = np.asarray(forward(loaded.model, pad_batch(prompts, pad_id=0, multiple=BUCKET)))
-  for i, ids in enumerate(prompts):
-    assert np.abs(logits[i, -len(ids):] - hf_logits(hf, ids)).max() <= TOL, i
-
-
-def test_cached_decode_equals_recompute_and_transformers_for_16_steps(tiny_gemma):
-  """16 greedy steps (well past the window of 6) with the KV cache == one uncached prefill of prompt + generated
-  tokens, ours and transformers', read at every generated position."""
-  hf, loaded, _ = tiny_gemma
-  steps = 16
-  prompts = [prompt(3, 5, seed=8), prompt(1, 2, seed=9), prompt(6, 1, seed=10)]
-  pixels = pixels_for(3, seed=10)
-  out = Generator(loaded.model, max_new_tokens=steps, eos_ids=(), pad_id=0)(
-      pad_batch(prompts, pad_id=0, multiple=BUCKET, pixels=pixels), keep_logits=True)
-  generated, logits = np.asarray(out["tokens"]), np.asarray(out["logits"])
-  longer = [p + generated[i, :steps - 1].tolist() for i, p in enumerate(prompts)]
-  ref = np.asarray(forward(loaded.model, pad_batch(longer, pad_id=0, multiple=BUCKET, pixels=pixels)))[:, -steps:]
-  assert np.abs(logits - ref).max() <= TOL
-  for i, ids in enumerate(longer):
-    assert np.abs(logits[i] - hf_logits(hf, ids, pixels[i:i + 1])[-steps:]).max() <= TOL, i
-
-
-def test_load_model_and_the_orbax_round_trip_match_transformers(tiny_gemma, tmp_path):
-  hf, loaded, path = tiny_gemma
-  assert convert_main(["--hf", str(path), "--out", str(tmp_path / "orbax"), "--dtype", "float32"]) == 0
-  restored = load_model(tmp_path / "orbax")
-  assert restored.family.name == "gemma3" and restored.config == loaded.config
-  ids, pixels = prompt(4, 6, seed=11), pixels_for(1, seed=12)
-  ours = np.asarray(forward(restored.model, pad_batch([ids], pad_id=0, multiple=BUCKET, pixels=pixels)))[0, -len(ids):]
-  assert np.abs(ours - hf_logits(hf, ids, pixels)).max() <= TOL
 
 
 # ------------------------------------------------------------------------------------------- host side
@@ -274,3 +159,40 @@ def test_host_without_a_chat_template_is_one_line(tiny_gemma, gemma_processor):
   with pytest.raises(ValueError, match="chat template") as e:
     Gemma3Host(loaded.config, plain, image_processor)
   assert "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------- pruning
+
+
+def test_layer0_pruning_equals_transformers_on_the_kept_sequence(tiny_gemma):
+  """At K = 0 the LLM never sees the dropped tokens: jaxprune's logits equal transformers run on the kept
+  sequence itself (inputs_embeds of text + kept soft tokens, token_type_ids marking the kept soft tokens), so
+  the kept tokens of the image see each other both ways and the window (6, crossing the image) counts kept
+  tokens. Two prompts of different lengths, left-padded together."""
+  hf, loaded, _ = tiny_gemma
+  model, cfg = loaded.model, loaded.config
+  prompts = [prompt(3, 6 + QUESTION, seed=27), prompt(1, 2 + QUESTION, seed=28)]
+  inputs = pad_batch(prompts, pad_id=0, multiple=BUCKET, pixels=pixels_for(2, seed=29),
+                     query_spans=[(len(p) - QUESTION, len(p)) for p in prompts])
+  pruner = Pruner.build("random@0:7[seed=1]", cfg)
+
+  @nnx.jit
+  def run(model, inputs):
+    tokens, _ = model.input_tokens(inputs)
+    _, _, kept, h = prefill(model, inputs, extra_slots=0, prune_points_fn=pruner)
+    return tokens.hidden, kept, model.language_model.logits(h)
+
+  embeds, kept, logits = run(model, inputs)
+  for b, ids in enumerate(prompts):
+    valid = np.asarray(kept.valid[b])
+    is_image = np.asarray(kept.image[b])[valid]
+    slots = np.asarray(kept.patch[b])[valid][is_image]
+    assert is_image.sum() == 7 and len(set(slots.tolist())) == 7
+    # the kept sequence in the original embeddings: all text, and the soft tokens of the kept slots
+    offset = BUCKET - len(ids)
+    keep = [offset + i for i in range(len(ids)) if ids[i] != IMAGE or (i - ids.index(IMAGE)) in set(slots.tolist())]
+    x = torch.tensor(np.asarray(embeds[b])[keep][None])
+    types = torch.tensor((np.asarray(ids)[np.asarray(keep) - offset] == IMAGE)[None]).long()
+    with torch.no_grad():
+      ref = hf(inputs_embeds=x, attention_mask=torch.ones(types.shape, dtype=torch.long), token_type_ids=types).logits
+    assert np.abs(np.asarray(logits[b])[valid] - ref[0].numpy()).max() <= TOL

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_gemma3 import NV, processor_parts, save_tiny_gemma
+from families.gemma3 import NV, save_tiny_gemma
+from test_gemma3 import processor_parts
 
 from jaxprune import eval as jeval
 

@@ -1,73 +1,23 @@
-"""Flax LLaVA-NeXT against transformers' `LlavaNextForConditionalGeneration` on a tiny random config (float32, saved
-and reloaded, no downloads): one image, multi-crop images whose unpad drops rows or columns, two images in one
-prompt, text only, a batch of three, the host with the checkpoint's processor and chat template, the weight map."""
+"""LLaVA-NeXT's own checks on its tiny random checkpoint (tests/families/llava_next.py; the family-free ones are in
+tests/families/test_conformance.py: logits within 1e-4 of `LlavaNextForConditionalGeneration` at every position for
+one image, multi-crop images whose unpad drops rows or columns, two images in one prompt, text only and a batch,
+pruning, cached decoding, the orbax round trip): token counts and views, CLIP's vision signals, the host with the
+checkpoint's processor and chat template, the registry, the weight map, config errors, newline slots under pruning."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from families.llava_next import COLS, GRIDS, IMAGE, ONE, PATCH, PINPOINTS, ROWS, S, hf_config, image_for
 from flax import nnx
 
-from jaxprune.convert.hf import load_model
 from jaxprune.core import decoding
 from jaxprune.models.llava_next import host
 
 TOL = 1e-4
-IMAGE = 150
-S, PATCH = 16, 4  # crop side in pixels; patch 4 -> a 4 x 4 grid, 16 tokens per crop ([CLS] dropped)
-PINPOINTS = [[16, 32], [32, 16], [32, 32], [16, 48], [48, 16]]  # LLaVA-NeXT's shape: no single-crop layout
-# original (h, w) -> layout: 1x2 crops (nothing to unpad), 1x3 letterboxed (unpad keeps 2 of 4 rows), 3x1
-# letterboxed (unpad keeps 2 of 4 columns), 2x2 crops
-ONE, ROWS, COLS, SQUARE = (16, 30), (8, 40), (40, 8), (30, 28)
-GRIDS = {ONE: (4, 8), ROWS: (2, 12), COLS: (12, 2), SQUARE: (8, 8)}  # unpadded crop grids (before the newlines)
 # every B = 1 batch below has one shape (one compile): 192 tokens, 160 visual slots, 16 crops
 BUCKETS = dict(length_multiple=192, visual_multiple=160, crop_multiple=16)
-
-
-def hf_config():
-  from transformers import LlavaNextConfig
-  vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                num_attention_heads=4, image_size=S, patch_size=PATCH, projection_dim=16)
-  text = dict(model_type="llama", vocab_size=160, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-              num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, max_position_embeddings=512,
-              pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
-  return LlavaNextConfig(vision_config=vision, text_config=text, image_token_index=IMAGE,
-                         image_grid_pinpoints=PINPOINTS, vision_feature_layer=-2,
-                         vision_feature_select_strategy="default", tie_word_embeddings=False)
-
-
-def save_tiny_next(path, seed: int):
-  """A tiny random LLaVA-NeXT (weights, norms and biases larger than transformers' init, so every mapped tensor
-  matters at 1e-4) saved to `path` and reloaded -> the HF torch model (eager attention)."""
-  from transformers import LlavaNextForConditionalGeneration
-  torch.manual_seed(seed)
-  hf = LlavaNextForConditionalGeneration(hf_config()).eval()
-  with torch.no_grad():
-    for name, param in hf.named_parameters():
-      if "norm" in name and name.endswith("weight"):
-        param.copy_(1 + 0.2 * torch.randn_like(param))
-      else:
-        param.normal_(0.0, 0.15 if param.dim() > 1 else 0.1)
-  hf.save_pretrained(path)
-  hf = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
-  hf.set_attn_implementation("eager")
-  return hf
-
-
-@pytest.fixture(scope="session")
-def tiny_next(tmp_path_factory):
-  """(HF torch model, jaxprune model, config, saved dir), both models from the same directory."""
-  path = tmp_path_factory.mktemp("tiny_llava_next")
-  hf = save_tiny_next(path, seed=0)
-  loaded = load_model(path, dtype="float32")
-  assert loaded.family.name == "llava_next"
-  return hf, loaded.model, loaded.config, path
-
-
-def image_for(size, cfg, seed):
-  rng = np.random.RandomState(seed)
-  return host.Image(crops=rng.randn(host.num_crops(size, cfg), 3, S, S).astype(np.float32), size=size)
 
 
 def prompt(n_before, n_after, n_images, seed):
@@ -77,17 +27,6 @@ def prompt(n_before, n_after, n_images, seed):
   for _ in range(n_images):
     ids += [IMAGE] + rng.randint(3, 140, n_after).tolist()
   return ids
-
-
-def hf_logits(hf, ids, images):
-  ids_t = torch.tensor([ids])
-  kwargs = {}
-  if images:
-    most = max(len(im.crops) for im in images)
-    crops = np.stack([np.pad(im.crops, ((0, most - len(im.crops)),) + ((0, 0),) * 3) for im in images])
-    kwargs = dict(pixel_values=torch.tensor(crops), image_sizes=torch.tensor([im.size for im in images]))
-  with torch.no_grad():
-    return hf(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), **kwargs).logits[0].numpy()
 
 
 @nnx.jit
@@ -104,14 +43,6 @@ def batch(cfg, samples):
   return host.pack_batch(ids, [imgs for _, imgs in samples], cfg, **BUCKETS), ids
 
 
-def max_diff(model, hf, samples):
-  """Each sample's logits at its real tokens, ours (one batch) vs transformers' -> the largest abs difference."""
-  inputs, expanded = batch(model.config, samples)
-  logits = np.asarray(forward(model, inputs))
-  return max(float(np.abs(logits[i, -len(ids):] - hf_logits(hf, ids, imgs)).max())
-             for i, (ids, (_, imgs)) in enumerate(zip(expanded, samples)))
-
-
 def test_token_counts_and_views_match_transformers(tiny_next):
   """Per image: base view + unpadded crop grid + one newline per row, as `LlavaNextProcessor` counts it; the
   unpad drops rows of a wide image and columns of a tall one; the crops view's last column is the newlines."""
@@ -126,16 +57,15 @@ def test_token_counts_and_views_match_transformers(tiny_next):
     assert views[1].newline.reshape(h, w + 1)[:, -1].all() and not views[1].newline.reshape(h, w + 1)[:, :-1].any()
     assert host.image_tokens(size, cfg) == counter._get_number_of_features(*size, S, S) - 1 == 16 + h * (w + 1)
   assert GRIDS[ROWS][0] < 4 and GRIDS[COLS][1] < 4  # 1x3 / 3x1 crops have 4 token rows / columns: some dropped
+  two = host.expand_image_tokens(prompt(3, 2, 2, seed=7), [image_for(ROWS, cfg, 40), image_for(COLS, cfg, 41)], cfg)
+  assert two.count(IMAGE) == host.image_tokens(ROWS, cfg) + host.image_tokens(COLS, cfg)  # both tiled, no base-only
 
 
-def test_logits_one_image_and_vision_signals(tiny_next):
-  """One image (1x2 crops): logits; and the vision signals per slot are CLIP's [CLS] attention (layer -2, summed
-  over heads) and head-mean keys of the crop token behind it, 0 at newlines."""
+def test_vision_signals_are_clips_cls_attention_and_keys(tiny_next):
+  """One image (1x2 crops): the vision signals per slot are CLIP's [CLS] attention (layer -2, summed over heads)
+  and head-mean keys of the crop token behind it, 0 at newlines."""
   hf, model, cfg, _ = tiny_next
   samples = [(prompt(4, 6, 1, seed=1), [image_for(ONE, cfg, 1)])]
-  diff = max_diff(model, hf, samples)
-  print(f"one image: max abs logit diff {diff:.2e}")
-  assert diff <= TOL
   inputs, _ = batch(cfg, samples)
   vision = nnx.jit(lambda m, x: m.encode_images(x.pixels, x.layout))(model, inputs)
   crops = samples[0][1][0].crops
@@ -151,52 +81,6 @@ def test_logits_one_image_and_vision_signals(tiny_next):
   assert np.abs(importance[~newline] - cls[source[~newline]]).max() <= 1e-5 and (importance[newline] == 0).all()
   assert np.abs(np.asarray(vision.keys)[0, :n][~newline] - keys[source[~newline]]).max() <= TOL
   assert cfg.vision_signals == {"importance", "keys", "grid"}
-
-
-def test_logits_unpad_drops_rows_and_columns(tiny_next):
-  """A wide image on 1x3 crops (unpad keeps 2 of 4 token rows), a tall one on 3x1 (2 of 4 columns), and 2x2."""
-  hf, model, cfg, _ = tiny_next
-  for i, size in enumerate((ROWS, COLS, SQUARE)):
-    diff = max_diff(model, hf, [(prompt(3, 5, 1, seed=2 + i), [image_for(size, cfg, 2 + i)])])
-    print(f"image {size} (crop grid {GRIDS[size]}): max abs logit diff {diff:.2e}")
-    assert diff <= TOL, size
-
-
-def test_two_images_in_one_prompt_are_both_tiled(tiny_next):
-  hf, model, cfg, _ = tiny_next
-  images = [image_for(ROWS, cfg, 40), image_for(COLS, cfg, 41)]
-  samples = [(prompt(3, 2, 2, seed=7), images)]
-  _, expanded = batch(cfg, samples)
-  assert expanded[0].count(IMAGE) == host.image_tokens(ROWS, cfg) + host.image_tokens(COLS, cfg)  # no base-only
-  diff = max_diff(model, hf, samples)
-  print(f"two images: max abs logit diff {diff:.2e}")
-  assert diff <= TOL
-
-
-def test_text_only_prompt(tiny_next):
-  hf, model, cfg, _ = tiny_next
-  ids = prompt(12, 0, 0, seed=9)
-  inputs, _ = batch(cfg, [(ids, [])])
-  assert inputs.pixels is None and inputs.layout.max_visual == 0
-  diff = float(np.abs(np.asarray(forward(model, inputs))[0, -len(ids):] - hf_logits(hf, ids, [])).max())
-  print(f"text only: max abs logit diff {diff:.2e}")
-  assert diff <= TOL
-
-
-def test_batch_of_three_equals_each_alone_and_transformers(tiny_next):
-  hf, model, cfg, _ = tiny_next
-  samples = [(prompt(2 + 5 * i, 3 + 2 * i, 1, seed=20 + i), [image_for(size, cfg, 30 + i)])
-             for i, size in enumerate((ONE, ROWS, SQUARE))]
-  together, expanded = batch(cfg, samples)
-  logits = np.asarray(forward(model, together))
-  worst = 0.0
-  for i, (ids, images) in enumerate(samples):
-    n = len(expanded[i])
-    alone, _ = batch(cfg, [(ids, images)])
-    assert np.abs(logits[i, -n:] - np.asarray(forward(model, alone))[0, -n:]).max() <= TOL
-    worst = max(worst, float(np.abs(logits[i, -n:] - hf_logits(hf, expanded[i], images)).max()))
-  print(f"batch of three: max abs logit diff {worst:.2e}")
-  assert worst <= TOL
 
 
 def local_processor(path):
@@ -262,17 +146,9 @@ def test_host_with_the_checkpoints_processor_and_chat_template(tiny_next, tmp_pa
   assert worst <= TOL
 
 
-def test_converter_round_trip_and_registry(tiny_next, tmp_path):
-  """`load_model` on the orbax directory the converter CLI writes gives the same logits; the registry knows the
-  family's presets and shapes (the released 7B architectures, no weights)."""
-  from jaxprune.convert.__main__ import main as convert_main
+def test_registry_presets_and_shapes():
+  """The registry knows the family's presets and shapes (the released 7B architectures, no weights)."""
   from jaxprune.models import registry
-  hf, model, cfg, path = tiny_next
-  assert convert_main(["--hf", str(path), "--out", str(tmp_path / "orbax"), "--dtype", "float32"]) == 0
-  restored = load_model(tmp_path / "orbax")
-  assert restored.family.name == "llava_next" and restored.config == cfg
-  samples = [(prompt(3, 5, 1, seed=4), [image_for(SQUARE, cfg, 6)])]
-  assert max_diff(restored.model, hf, samples) <= TOL
   assert registry.PRESETS["llava-next-7b"] == "llava-hf/llava-v1.6-vicuna-7b-hf"
   assert registry.PRESETS["llava-next-mistral-7b"] == "llava-hf/llava-v1.6-mistral-7b-hf"
   vicuna, mistral = registry.SHAPES["llava-next-7b"], registry.SHAPES["llava-next-mistral-7b"]
@@ -332,29 +208,16 @@ def test_bad_configs_give_one_clear_error():
     LlavaNextConfig.from_hf(dict(d, image_grid_pinpoints=[[16, 20]]))
 
 
-def test_pruning_keeps_all_at_full_keep_drops_newlines_first_and_refuses_pool(tiny_next):
-  """keep >= the visual slots adds no prune point for any method; `clsattn` at K = 0 keeping every patch slot
-  drops exactly the image-newline slots (importance 0); `pool` (one fixed grid) is refused in one line."""
+def test_clsattn_at_layer_0_drops_the_newline_slots_first(tiny_next):
+  """`clsattn` at K = 0 keeping every patch slot drops exactly the image-newline slots (importance 0)."""
   from jaxprune.generate import Generator
-  from jaxprune.prune.methods import METHODS
   from jaxprune.prune.pipeline import Pruner
-  from jaxprune.prune.plan import PlanError
   from jaxprune.prune.select import kept_map
   _, model, cfg, _ = tiny_next
   samples = [(prompt(3, 4, 1, seed=60), [image_for(ROWS, cfg, 60)]),
              (prompt(5, 2, 1, seed=61), [image_for(ONE, cfg, 61)])]
   inputs, _ = batch(cfg, samples)
   n_slots = inputs.layout.max_visual
-  tokens, vision = nnx.jit(lambda m, x: m.input_tokens(x))(model, inputs)
-  first = {"zero": 0, "late": 1, "any": 0}
-  for name, method in METHODS.items():
-    plan = f"{name}@{first[method.layers]}:{n_slots}"
-    if method.fixed_grid or "relevance" in method.needs:
-      with pytest.raises(PlanError) as e:
-        Pruner.build(plan, cfg)
-      assert "\n" not in str(e.value)
-      continue
-    assert Pruner.build(plan, cfg)(model, tokens, vision) == {}, plan
   newline, valid = np.asarray(inputs.pixels.newline), np.asarray(inputs.layout.valid)
   patches = int((valid & ~newline).sum(axis=1).min())
   out = Generator(model, max_new_tokens=1, eos_ids=(), pad_id=0)(inputs, prune_points_fn=Pruner.build(

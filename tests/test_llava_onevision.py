@@ -1,5 +1,7 @@
-"""Flax LLaVA-OneVision (and the shared SigLIP tower) against transformers on a tiny random config (float32, saved
-and reloaded, no downloads): one image, a batch of three, text only, a multi-crop image shrunk by AnyRes."""
+"""LLaVA-OneVision's own checks on its tiny random checkpoint (tests/families/llava_onevision.py; the family-free
+ones, parity with transformers included, are in tests/families/test_conformance.py): the shared SigLIP tower, token
+counts and views as transformers' processor counts them, the host with the checkpoint's processor and chat
+template, the weight map, FLOPs, and kept-token maps per view."""
 
 from __future__ import annotations
 
@@ -8,70 +10,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from families.llava_onevision import IMAGE, PINPOINTS, SIZES, VIDEO, S, hf_config, image_for
 from flax import nnx
 
-from jaxprune.convert.hf import load_model
 from jaxprune.core import decoding
+from jaxprune.generate import Generator
 from jaxprune.models.llava_onevision import host
 from jaxprune.prompts import chat_prompt
+from jaxprune.prune.pipeline import Pruner
+from jaxprune.prune.select import kept_map
 
 TOL = 1e-4
-IMAGE, VIDEO = 150, 151
-S = 16  # crop side in pixels; patch 4 -> 4 x 4 = 16 tokens per crop
-PINPOINTS = [[16, 16], [16, 32], [32, 16], [32, 32], [16, 48], [48, 16]]
-# original image sizes (h, w) -> crop layout: 1 crop, 1x3 crops letterboxed (unpad drops rows), 2x2 crops whose
-# 8x8 grid exceeds anyres_max_2's budget (shrunk bilinearly to 5x5), 3x1 crops letterboxed (unpad drops columns)
-SIZES = [(16, 16), (10, 40), (40, 40), (44, 12)]
-
-
-def hf_config():
-  from transformers import LlavaOnevisionConfig
-  vision = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=4, image_size=S, patch_size=4, vision_use_head=False)
-  text = dict(model_type="qwen2", vocab_size=160, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-              num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, max_position_embeddings=512,
-              pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
-  return LlavaOnevisionConfig(vision_config=vision, text_config=text, image_token_index=IMAGE,
-                              video_token_index=VIDEO, image_grid_pinpoints=PINPOINTS,
-                              vision_aspect_ratio="anyres_max_2", vision_feature_layer=-1,
-                              vision_feature_select_strategy="full", tie_word_embeddings=False)
-
-
-def randomize(hf, scale=0.15):
-  """Larger random weights, norms and biases than transformers' init, so every mapped tensor matters at 1e-4."""
-  with torch.no_grad():
-    for name, param in hf.named_parameters():
-      if "norm" in name and name.endswith("weight"):
-        param.copy_(1 + 0.2 * torch.randn_like(param))
-      else:
-        param.normal_(0.0, scale if param.dim() > 1 else 0.1)
-
-
-def save_tiny_onevision(path, seed: int):
-  """A tiny random LLaVA-OneVision saved to `path` and reloaded -> the HF torch model (eager attention)."""
-  from transformers import LlavaOnevisionForConditionalGeneration
-  torch.manual_seed(seed)
-  hf = LlavaOnevisionForConditionalGeneration(hf_config()).eval()
-  randomize(hf)
-  hf.save_pretrained(path)
-  hf = LlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
-  hf.set_attn_implementation("eager")
-  return hf
-
-
-@pytest.fixture(scope="session")
-def tiny_onevision(tmp_path_factory):
-  """(HF torch model, jaxprune model, config, saved dir), both models from the same directory."""
-  path = tmp_path_factory.mktemp("tiny_onevision")
-  hf = save_tiny_onevision(path, seed=0)
-  loaded = load_model(path, dtype="float32")
-  assert loaded.family.name == "llava_onevision"
-  return hf, loaded.model, loaded.config, path
-
-
-def image_for(size, cfg, seed):
-  rng = np.random.RandomState(seed)
-  return host.Image(crops=rng.randn(host.num_crops(size, cfg), 3, S, S).astype(np.float32), size=size)
 
 
 def prompt(n_before, n_after, n_images, seed):
@@ -81,19 +30,6 @@ def prompt(n_before, n_after, n_images, seed):
   for _ in range(n_images):
     ids += [IMAGE] + rng.randint(3, 140, n_after).tolist()
   return ids
-
-
-def hf_logits(hf, ids, images):
-  ids_t = torch.tensor([ids])
-  kwargs = {}
-  if images:
-    most = max(len(im.crops) for im in images)
-    crops = np.stack([np.pad(im.crops, ((0, most - len(im.crops)),) + ((0, 0),) * 3) for im in images])
-    kwargs = dict(pixel_values=torch.tensor(crops), image_sizes=torch.tensor([im.size for im in images]))
-    if len(images) > 1:
-      kwargs["batch_num_images"] = torch.tensor([len(images)])
-  with torch.no_grad():
-    return hf(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), **kwargs).logits[0].numpy()
 
 
 @nnx.jit
@@ -150,105 +86,11 @@ def test_token_counts_and_layout_match_transformers_processor(tiny_onevision):
   # 1x3 crops: a 4x12 grid (unpad keeps all 4 rows: the letterbox is under one token), shrunk to 3x9 by
   # anyres_max_2 (48 > 1.1^2 * 32 tokens), + the newline column
   assert grids == {(0, 4, 4), (1, 3, 10)}
-
-
-def test_logits_one_image(tiny_onevision):
-  hf, model, cfg, _ = tiny_onevision
-  ids, images = prompt(4, 6, 1, seed=1), [image_for(SIZES[1], cfg, 1)]
-  inputs, expanded = batch(cfg, [(ids, images)])
-  ours = np.asarray(forward(model, inputs))[0, -len(expanded[0]):]
-  assert np.abs(ours - hf_logits(hf, expanded[0], images)).max() <= TOL
-
-
-def test_logits_multi_crop_image_shrunk_by_anyres(tiny_onevision):
-  """2x2 crops whose stitched 8x8 grid is bilinearly shrunk to 5x5 (interpolation taps), and a 3x1 layout whose
-  unpad drops columns."""
-  hf, model, cfg, _ = tiny_onevision
-  for i, size in enumerate((SIZES[2], SIZES[3])):
-    ids, images = prompt(3, 5, 1, seed=2 + i), [image_for(size, cfg, 2 + i)]
-    assert len(images[0].crops) == 5 - i * 1
-    inputs, expanded = batch(cfg, [(ids, images)])
-    ours = np.asarray(forward(model, inputs))[0, -len(expanded[0]):]
-    assert np.abs(ours - hf_logits(hf, expanded[0], images)).max() <= TOL, size
-
-
-def test_batch_of_three_equals_each_alone_and_transformers(tiny_onevision):
-  hf, model, cfg, _ = tiny_onevision
-  samples = [(prompt(2 + 5 * i, 3 + 2 * i, 1, seed=20 + i), [image_for(size, cfg, 30 + i)])
-             for i, size in enumerate(SIZES[:3])]
-  together, expanded = batch(cfg, samples)
-  logits = np.asarray(forward(model, together))
-  for i, (ids, images) in enumerate(samples):
-    n = len(expanded[i])
-    alone, _ = batch(cfg, [(ids, images)])
-    assert np.abs(logits[i, -n:] - np.asarray(forward(model, alone))[0, -n:]).max() <= TOL
-    assert np.abs(logits[i, -n:] - hf_logits(hf, expanded[i], images)).max() <= TOL
-
-
-def test_two_images_in_one_prompt_use_base_views(tiny_onevision):
-  hf, model, cfg, _ = tiny_onevision
-  images = [image_for(SIZES[2], cfg, 40), image_for(SIZES[1], cfg, 41)]
-  inputs, expanded = batch(cfg, [(prompt(3, 2, 2, seed=7), images)])
-  assert expanded[0].count(IMAGE) == 2 * (16 + 1)  # base view + one newline each
-  ours = np.asarray(forward(model, inputs))[0, -len(expanded[0]):]
-  assert np.abs(ours - hf_logits(hf, expanded[0], images)).max() <= TOL
-
-
-def test_text_only_prompt(tiny_onevision):
-  hf, model, cfg, _ = tiny_onevision
-  ids = prompt(12, 0, 0, seed=9)
-  inputs, _ = batch(cfg, [(ids, [])])
-  assert inputs.pixels is None and inputs.layout.max_visual == 0
-  ours = np.asarray(forward(model, inputs))[0, -len(ids):]
-  assert np.abs(ours - hf_logits(hf, ids, [])).max() <= TOL
-
-
-def test_cached_decode_equals_recompute_16_steps(tiny_onevision):
-  hf, model, cfg, _ = tiny_onevision
-  samples = [(prompt(3, 2, 1, seed=50), [image_for(SIZES[0], cfg, 50)]),
-             (prompt(8, 5, 1, seed=51), [image_for(SIZES[1], cfg, 51)])]
-  steps = 16
-  inputs, expanded = batch(cfg, samples)
-
-  @nnx.jit
-  def generate(model, inputs):
-    tokens, _ = model.input_tokens(inputs)
-    lm = model.language_model
-    h, cache, _ = decoding.prefill(lm, tokens, extra_slots=steps)
-
-    def step(carry, _):
-      logits, cache = carry
-      token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-      new_logits, cache = decoding.decode_step(lm, token, cache)
-      return (new_logits, cache), (token, new_logits)
-
-    _, (out, logits) = jax.lax.scan(step, (lm.logits(h[:, -1]), cache), None, length=steps)
-    return out.T, jnp.swapaxes(logits, 0, 1)  # [B, T], [B, T, V]
-
-  generated, cached = (np.asarray(a) for a in generate(model, inputs))
-  # recompute: prompt + generated tokens without a cache (all inside the 64-token bucket: one compile)
-  for t in range(steps):
-    longer = [(ids + generated[b, :t + 1].tolist(), imgs) for b, (ids, imgs) in enumerate(samples)]
-    recomputed, _ = batch(cfg, longer)
-    assert recomputed.ids.shape == inputs.ids.shape
-    assert np.abs(cached[:, t] - np.asarray(forward(model, recomputed))[:, -1]).max() <= TOL, f"step {t}"
-  for b, (_, imgs) in enumerate(samples):
-    full = expanded[b] + generated[b].tolist()
-    assert np.abs(hf_logits(hf, full[:-1], imgs)[-1] - cached[b, -2]).max() <= TOL
-
-
-def test_converter_round_trip_matches_transformers(tiny_onevision, tmp_path):
-  """`load_model` on the saved HF directory (the fixture) and on the orbax directory the converter CLI writes."""
-  from jaxprune.convert.__main__ import main as convert_main
-  hf, model, cfg, path = tiny_onevision
-  assert convert_main(["--hf", str(path), "--out", str(tmp_path / "orbax"), "--dtype", "float32"]) == 0
-  restored = load_model(tmp_path / "orbax")
-  assert restored.family.name == "llava_onevision" and restored.config == cfg
-  ids, images = prompt(3, 5, 1, seed=4), [image_for(SIZES[2], cfg, 6)]
-  inputs, expanded = batch(cfg, [(ids, images)])
-  ref = hf_logits(hf, expanded[0], images)
-  for m in (model, restored.model):
-    assert np.abs(np.asarray(forward(m, inputs))[0, -len(expanded[0]):] - ref).max() <= TOL
+  # 2x2 crops (+ the base view) and 3x1 crops; several images in one prompt: base views only, one newline each
+  assert [len(image_for(size, cfg, 0).crops) for size in (SIZES[2], SIZES[3])] == [5, 4]
+  two = host.expand_image_tokens(prompt(3, 2, 2, seed=7), [image_for(SIZES[2], cfg, 40), image_for(SIZES[1], cfg, 41)],
+                                 cfg)
+  assert two.count(IMAGE) == 2 * (16 + 1)
 
 
 def test_bad_inputs_give_one_clear_error(tiny_onevision):
@@ -382,3 +224,23 @@ def test_vision_flops_count_the_matmuls_the_tower_runs(tiny_onevision):
   assert _dot_flops(jaxpr) == cfg.vision.flops(cfg.vision_layers_used)
   per_crop = cfg.vision.flops(2) + 2 * 16 * (32 * 64 + 64 * 64)  # tower + projector
   assert cfg.vision_flops(16 + 4 * 9) == 3 * per_crop  # base + a 1x2 layout's 4x8 grid + 4 newlines: 3 crops
+
+
+def test_kept_map_is_one_map_per_view_with_the_newline_column(tiny_onevision):
+  """uniform@0 on a 2x2-crop image: the kept-token map splits by view (layout image index 0 = base 4x4, 1 = crops
+  5x5 + newline column), each view strided on its own grid; clsattn never keeps a newline before a patch."""
+  _, model, cfg, _ = tiny_onevision
+  image = image_for(SIZES[2], cfg, 200)
+  ids = host.expand_image_tokens(prompt(2, 7, 1, seed=100), [image], cfg)
+  inputs = host.pack_batch([ids], [[image]], cfg, length_multiple=128, visual_multiple=8, crop_multiple=8)
+  layout = inputs.layout
+  view, col, gw = (np.asarray(x[0]) for x in (layout.image, layout.col, layout.grid_w))
+  newline = np.asarray(inputs.pixels.newline[0])
+  np.testing.assert_array_equal(newline, (view == 1) & (col == gw - 1))
+  run = Generator(model, max_new_tokens=1, eos_ids=(), pad_id=0)
+  kept = np.asarray(kept_map(run(inputs, prune_points_fn=Pruner.build("uniform@0:8", cfg))["kept"],
+                             layout.max_visual))[0]
+  assert kept[view == 0].sum() > 0 and kept[view == 1].sum() > 0 and kept.sum() == 8
+  kept = np.asarray(kept_map(run(inputs, prune_points_fn=Pruner.build("clsattn@0:40", cfg))["kept"],
+                             layout.max_visual))[0]  # 46 slots: 5 newlines + 1 patch dropped
+  assert kept[newline].sum() == 0 and kept[~newline & np.asarray(layout.valid[0])].sum() == 40

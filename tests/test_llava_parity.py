@@ -1,33 +1,15 @@
-"""Flax LLaVA-1.5 against transformers on a tiny random config (float32)."""
+"""LLaVA-1.5's own checks against transformers on its tiny random config (float32): the CLIP tower's selected
+states and [CLS] attention, the projected features, and both checkpoint key layouts. Logits, batches, pruning and
+the rest are in the family conformance suite (tests/families/test_conformance.py)."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
 import torch
-from conftest import TINY_NV, tiny_pixels, tiny_prompt
-
-from jaxprune.generate import Generator, pad_batch, prefill
+from conftest import TINY_NV, tiny_pixels
 
 TOL = 1e-4
-
-
-def _hf_logits(hf, ids, pixels):
-  with torch.no_grad():
-    return hf(input_ids=torch.tensor(np.asarray(ids)[None]), pixel_values=torch.tensor(pixels[None])).logits[0].numpy()
-
-
-def test_logits_match_transformers(tiny_llava, tiny_llava_jax):
-  hf, _ = tiny_llava
-  ids = tiny_prompt(5, 9, seed=1)
-  pixels = tiny_pixels(1)
-  batch = pad_batch([ids], pad_id=0, multiple=1, pixels=pixels)
-  model = tiny_llava_jax.model
-  _, _, _, h = prefill(model, (batch.ids, batch.valid, batch.pixels, None), extra_slots=0)
-  ours = np.asarray(model.language_model.logits(h))[0]
-  ref = _hf_logits(hf, ids, pixels[0])
-  assert ours.shape == ref.shape
-  assert np.abs(ours - ref).max() <= TOL
 
 
 def test_vision_tower_and_cls_attention_match(tiny_llava, tiny_llava_jax):
@@ -50,21 +32,6 @@ def test_vision_tower_and_cls_attention_match(tiny_llava, tiny_llava_jax):
   ref_features = getattr(ref_features, "pooler_output", ref_features)
   ref_features = np.asarray(ref_features).reshape(vision.features.shape)
   assert np.abs(np.asarray(vision.features) - ref_features).max() <= TOL
-
-
-def test_batch_of_different_lengths_equals_each_alone(tiny_llava, tiny_llava_jax):
-  hf, _ = tiny_llava
-  prompts = [tiny_prompt(2, 3, seed=10), tiny_prompt(7, 12, seed=11), tiny_prompt(4, 1, seed=12)]
-  pixels = tiny_pixels(3, seed=5)
-  gen = Generator(tiny_llava_jax.model, max_new_tokens=6, eos_ids=(), pad_id=0)
-  together = gen(pad_batch(prompts, pad_id=0, multiple=16, pixels=pixels), keep_logits=True)
-  for i, prompt in enumerate(prompts):
-    alone = gen(pad_batch([prompt], pad_id=0, multiple=16, pixels=pixels[i:i + 1]), keep_logits=True)
-    np.testing.assert_array_equal(np.asarray(together["tokens"][i]), np.asarray(alone["tokens"][0]))
-    assert np.abs(np.asarray(together["logits"][i]) - np.asarray(alone["logits"][0])).max() <= TOL
-    # and the first step equals transformers' last-position logits for that prompt alone
-    ref = _hf_logits(hf, prompt, pixels[i])[-1]
-    assert np.abs(np.asarray(together["logits"][i, 0]) - ref).max() <= TOL
 
 
 def test_new_style_hf_keys_load_identically(tiny_llava, tiny_llava_jax, tmp_path):

@@ -11,17 +11,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from families.gemma3 import BUCKET as GEMMA_BUCKET
+from families.gemma3 import hf_config as gemma_hf_config
+from families.gemma3 import pixels_for
+from families.gemma3 import prompt as gemma_prompt
+from families.gemma3 import randomize as gemma_randomize
+from families.llava_onevision import IMAGE as OV_IMAGE
+from families.llava_onevision import hf_config as ov_hf_config
 from PIL import Image
-from test_gemma3 import BUCKET as GEMMA_BUCKET
 from test_gemma3 import forward as gemma_forward
-from test_gemma3 import gemma_processor, pixels_for, tiny_gemma  # noqa: F401 (fixtures)
-from test_gemma3 import hf_config as gemma_hf_config
-from test_gemma3 import prompt as gemma_prompt
-from test_gemma3 import randomize as gemma_randomize
-from test_llava_onevision import IMAGE as OV_IMAGE
+from test_gemma3 import gemma_processor  # noqa: F401 (a fixture)
 from test_llava_onevision import forward as ov_forward
-from test_llava_onevision import hf_config as ov_hf_config
-from test_llava_onevision import local_processor_files, tiny_onevision  # noqa: F401 (a fixture)
+from test_llava_onevision import local_processor_files
 
 from jaxprune.core.tokens import Tokens, VisionSignals, VisualLayout, make_tokens
 from jaxprune.prompts import chat_prompt
@@ -167,7 +168,7 @@ def test_keep_of_the_real_count_below_the_padded_slots_on_onevision(tiny_onevisi
   (bit-identical, tested per family); keep = the prompt's real count (< slots) keeps every real token at its
   position, and the logits equal the unpruned ones to float rounding (the shorter sequence sums in another order),
   not bit for bit."""
-  from test_llava_onevision import SIZES, image_for
+  from families.llava_onevision import SIZES, image_for
   from test_llava_onevision import prompt as ov_prompt
 
   from jaxprune.generate import Generator
@@ -197,7 +198,7 @@ def _one_line_error(build, match):
 
 def test_config_token_ids_out_of_vocab_or_colliding_with_text_are_one_line():
   from conftest import tiny_llava_hf_config
-  from test_qwen2_5_vl import hf_config as qwen_hf_config
+  from families.qwen2_5_vl import hf_config as qwen_hf_config
 
   from jaxprune.models.gemma3 import Gemma3Config
   from jaxprune.models.llava.config import LlavaConfig

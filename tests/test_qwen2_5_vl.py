@@ -1,4 +1,8 @@
-"""Flax Qwen2.5-VL against transformers on a tiny random config (float32, saved and reloaded, no downloads)."""
+"""Qwen2.5-VL's own checks on its tiny random checkpoint (tests/families/qwen2_5_vl.py; the family-free ones, parity
+with transformers included, are in tests/families/test_conformance.py): config and weight map, the vision tower with
+three image sizes in one batch (window attention, merged tokens, importance and keys), M-RoPE positions, the host
+with the checkpoint's chat template and image processor, FLOPs, and pruning under M-RoPE (reindex, uniform on each
+image's own grid)."""
 
 from __future__ import annotations
 
@@ -9,74 +13,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from families.qwen2_5_vl import END, GRIDS, IMAGE, START, hf_config, patches_for
 from flax import nnx
 
 from jaxprune.core import decoding
+from jaxprune.generate import Generator
 from jaxprune.models.qwen2_5_vl import host
 from jaxprune.models.qwen2_5_vl.weights import load_qwen
 from jaxprune.prompts import chat_prompt
+from jaxprune.prune import scorers
+from jaxprune.prune.pipeline import Pruner
+from jaxprune.prune.select import kept_map
 
 TOL = 1e-4
-IMAGE, VIDEO, START, END = 150, 151, 152, 153
-# patch grids (t, h, w): 8x8, 8x12 and 6x10 patches -> 4x4, 4x6, 3x5 merged tokens; windows of 2x2 merged tokens
-# split each image into 4, 6 and 6 windows (the last row/column of the 3x5 one partial)
-GRIDS = [(1, 8, 8), (1, 8, 12), (1, 6, 10)]
 BUCKETS = dict(length_multiple=32, visual_multiple=32, patch_multiple=256)
-
-
-def hf_config():
-  from transformers import Qwen2_5_VLConfig
-  vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64, patch_size=4,
-                temporal_patch_size=2, spatial_merge_size=2, window_size=16, fullatt_block_indexes=[2],
-                in_channels=3, hidden_act="silu")
-  text = dict(vocab_size=160, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-              num_key_value_heads=2, rms_norm_eps=1e-6, max_position_embeddings=512, pad_token_id=0,
-              bos_token_id=1, eos_token_id=2, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
-  return Qwen2_5_VLConfig(vision_config=vision, text_config=text, image_token_id=IMAGE, video_token_id=VIDEO,
-                          vision_start_token_id=START, vision_end_token_id=END, tie_word_embeddings=False)
-
-
-def randomize(hf, scale=0.15):
-  """transformers' init (std 0.02, unit norms, zero biases) leaves a tiny tower nearly blind to position: a
-  row/col swap in its RoPE moved outputs by only 4e-5. Larger random weights, norms and biases make every
-  mapped tensor and every position id matter at the 1e-4 tolerance."""
-  with torch.no_grad():
-    for name, param in hf.named_parameters():
-      if name.endswith("norm.weight") or "norm1" in name or "norm2" in name or "ln_q" in name:
-        param.copy_(1 + 0.2 * torch.randn_like(param))
-      else:
-        param.normal_(0.0, scale if param.dim() > 1 else 0.1)
-
-
-def save_tiny_qwen(path, seed: int):
-  """A tiny random Qwen2.5-VL (larger weights, see `randomize`) saved to `path`, reloaded as transformers runs a
-  checkpoint directory -> the HF torch model in eval mode."""
-  from transformers import Qwen2_5_VLForConditionalGeneration
-  torch.manual_seed(seed)
-  hf = Qwen2_5_VLForConditionalGeneration(hf_config()).eval()
-  randomize(hf)
-  hf.save_pretrained(path)
-  return Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen(tmp_path_factory):
-  """(HF torch model, jaxprune model, config), both from the same saved directory."""
-  from transformers import Qwen2_5_VLForConditionalGeneration
-  torch.manual_seed(0)
-  hf = Qwen2_5_VLForConditionalGeneration(hf_config()).eval()
-  randomize(hf)
-  hf.set_attn_implementation("eager")
-  path = tmp_path_factory.mktemp("tiny_qwen")
-  hf.save_pretrained(path)
-  hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
-  model, cfg = load_qwen(path, dtype="float32")
-  return hf, model, cfg
-
-
-def patches_for(grid, seed):
-  t, h, w = grid
-  return np.random.RandomState(seed).randn(t * h * w, 3 * 2 * 4 * 4).astype(np.float32)
 
 
 def prompt(n_before, n_after, n_images, seed):
@@ -197,87 +147,6 @@ def test_rope_positions_match_transformers(tiny_qwen):
   np.testing.assert_array_equal(host.rope_positions(ids, GRIDS[1:], cfg), ref[:, 0].numpy().T)
 
 
-def test_logits_one_image(tiny_qwen):
-  hf, model, cfg = tiny_qwen
-  ids, grids, patches = prompt(4, 6, 1, seed=1), [GRIDS[1]], [patches_for(GRIDS[1], 1)]
-  inputs, expanded = batch(cfg, [(ids, grids, patches)])
-  ours = np.asarray(forward(model, inputs))[0, -len(expanded[0]):]
-  assert np.abs(ours - hf_logits(hf, expanded[0], grids, patches)).max() <= TOL
-
-
-def test_batch_of_three_sizes_equals_each_alone_and_transformers(tiny_qwen):
-  hf, model, cfg = tiny_qwen
-  samples = [(prompt(2 + 5 * i, 3 + 2 * i, 1, seed=20 + i), [g], [patches_for(g, 30 + i)])
-             for i, g in enumerate(GRIDS)]
-  together, expanded = batch(cfg, samples)
-  logits = np.asarray(forward(model, together))
-  for i, (ids, grids, patches) in enumerate(samples):
-    n = len(expanded[i])
-    alone, _ = batch(cfg, [(ids, grids, patches)])
-    alone_logits = np.asarray(forward(model, alone))[0, -n:]
-    assert np.abs(logits[i, -n:] - alone_logits).max() <= TOL
-    assert np.abs(logits[i, -n:] - hf_logits(hf, expanded[i], grids, patches)).max() <= TOL
-
-
-def test_two_images_in_one_prompt(tiny_qwen):
-  hf, model, cfg = tiny_qwen
-  grids = [GRIDS[2], GRIDS[0]]
-  patches = [patches_for(g, 40 + i) for i, g in enumerate(grids)]
-  inputs, expanded = batch(cfg, [(prompt(3, 2, 2, seed=7), grids, patches)])
-  tokens, vision = nnx.jit(lambda m, x: m.input_tokens(x))(model, inputs)
-  image_id = np.asarray(tokens.image_id)[0][np.asarray(tokens.valid)[0] & np.asarray(tokens.image)[0]]
-  np.testing.assert_array_equal(image_id, [0] * 15 + [1] * 16)
-  ours = np.asarray(forward(model, inputs))[0, -len(expanded[0]):]
-  assert np.abs(ours - hf_logits(hf, expanded[0], grids, patches)).max() <= TOL
-
-
-def test_text_only_prompt(tiny_qwen):
-  hf, model, cfg = tiny_qwen
-  ids = prompt(12, 0, 0, seed=9)
-  inputs, _ = batch(cfg, [(ids, [], [])])
-  assert inputs.pixels is None and inputs.layout.max_visual == 0
-  ours = np.asarray(forward(model, inputs))[0, -len(ids):]
-  assert np.abs(ours - hf_logits(hf, ids, [], [])).max() <= TOL
-
-
-def test_cached_decode_equals_recompute_16_steps(tiny_qwen):
-  hf, model, cfg = tiny_qwen
-  samples = [(prompt(3, 2, 1, seed=50), [GRIDS[0]], [patches_for(GRIDS[0], 50)]),
-             (prompt(8, 5, 1, seed=51), [GRIDS[2]], [patches_for(GRIDS[2], 51)])]
-  steps = 16
-  inputs, expanded = batch(cfg, samples, length_multiple=64, visual_multiple=32, patch_multiple=256)
-
-  @nnx.jit
-  def generate(model, inputs):
-    tokens, _ = model.input_tokens(inputs)
-    lm = model.language_model
-    h, cache, _ = decoding.prefill(lm, tokens, extra_slots=steps)
-    first = lm.logits(h[:, -1])  # [B, V]
-
-    def step(carry, _):
-      logits, cache = carry
-      token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-      new_logits, cache = decoding.decode_step(lm, token, cache)
-      return (new_logits, cache), (token, new_logits)
-
-    _, (tokens_out, logits_out) = jax.lax.scan(step, (first, cache), None, length=steps)
-    return tokens_out.T, jnp.swapaxes(logits_out, 0, 1)  # [B, T], [B, T, V]
-
-  generated, cached_logits = (np.asarray(a) for a in generate(model, inputs))
-  # recompute: the whole sequence (prompt + generated tokens, positions continuing after the image) without a
-  # cache; every length stays inside the 64-token bucket, so this compiles once
-  for t in range(steps):
-    longer = [(ids + generated[b, :t + 1].tolist(), g, p) for b, (ids, g, p) in enumerate(samples)]
-    recomputed, _ = batch(cfg, longer, length_multiple=64, visual_multiple=32, patch_multiple=256)
-    assert recomputed.ids.shape == inputs.ids.shape
-    ref = np.asarray(forward(model, recomputed))[:, -1]
-    assert np.abs(cached_logits[:, t] - ref).max() <= TOL, f"step {t}"
-  # and the last step agrees with transformers on the full sequence
-  for b, (_ids, g, p) in enumerate(samples):
-    full = expanded[b] + generated[b].tolist()
-    assert np.abs(hf_logits(hf, full[:-1], g, p)[-1] - cached_logits[b, -2]).max() <= TOL
-
-
 def local_processor_files(path):
   """A word-level tokenizer with Qwen's special tokens and a Qwen-style chat template, plus the checkpoint's
   image processor (patch 4, merge 2), saved to `path` and reloaded: what a converted checkpoint directory holds."""
@@ -362,28 +231,6 @@ def test_hub_key_layout_loads_identically(tiny_qwen, tmp_path):
   ours = dict(nnx.to_flat_state(nnx.state(model)))
   for path, value in nnx.to_flat_state(nnx.state(reloaded)):
     np.testing.assert_array_equal(np.asarray(value[...]), np.asarray(ours[path][...]))
-
-
-def test_one_compile_for_new_image_sizes_inside_the_buckets(tiny_qwen):
-  """Batches whose images differ in size (and count) but fit the same (length, visual, patch) buckets reuse one
-  compiled program."""
-  _, model, cfg = tiny_qwen
-  traces = []
-
-  @nnx.jit
-  def counted(model, inputs):
-    traces.append(1)  # runs once per trace, i.e. per compile
-    tokens, _ = model.input_tokens(inputs)
-    h, _, _ = decoding.prefill(model.language_model, tokens, extra_slots=0)
-    return model.language_model.logits(h[:, -1])
-
-  shapes = set()
-  for grids in ([GRIDS[0], GRIDS[1]], [GRIDS[2], (1, 4, 6)], [(1, 10, 4), GRIDS[0]]):
-    samples = [(prompt(3 + i, 2, 1, seed=60 + i), [g], [patches_for(g, 60 + i)]) for i, g in enumerate(grids)]
-    inputs, _ = batch(cfg, samples)
-    shapes.add((inputs.ids.shape, inputs.layout.max_visual, inputs.pixels.patches.shape))
-    counted(model, inputs)
-  assert len(shapes) == 1 and len(traces) == 1
 
 
 def test_weight_map_covers_the_3b_checkpoint_layout():
@@ -480,3 +327,90 @@ def test_host_prompt_span_and_batch_match_transformers(tiny_qwen, tmp_path):
     assert tokenizer.decode(query_ids.tolist()) == ("w5 w6 w7" if row == 0 else "w9 w10")
     ref = hf_logits(hf, ids, grids, [p for _, p in images_of_row])
     assert np.abs(logits[row, -len(ids):] - ref).max() <= TOL
+
+
+# ------------------------------------------------------------------------------------------- pruning
+
+PRUNE_BUCKETS = dict(length_multiple=64, visual_multiple=8, patch_multiple=256)
+_GENERATORS: dict = {}
+
+
+def _generate(model, cfg, plan, inputs):
+  """Two new tokens with a Generator shared by this module's pruning tests."""
+  if id(model) not in _GENERATORS:
+    _GENERATORS[id(model)] = Generator(model, max_new_tokens=2, eos_ids=(), pad_id=0)
+  return _GENERATORS[id(model)](inputs, prune_points_fn=Pruner.build(plan, cfg), keep_logits=True)
+
+
+def _python_reindex(kept):
+  """The `reindex` rule under M-RoPE, in plain Python over the kept sequence (text and kept visual tokens, in
+  order): text takes one past the largest id so far; an image starts right after what precedes it and each kept
+  token keeps its (t, row, col) offset from that image's start."""
+  out, next_free, current = [], 0, None
+  for kind, value in kept:
+    if kind == "text":
+      out.append((next_free,) * 3)
+      next_free, current = next_free + 1, None
+      continue
+    image, t, row, col = value
+    if image != current:
+      start, current = next_free, image
+    new = (start + t, start + row, start + col)
+    out.append(new)
+    next_free = max(next_free, max(new) + 1)
+  return out
+
+
+@pytest.mark.parametrize("reindex", [None, False])
+def test_layer0_reindex_follows_the_mrope_rule(tiny_qwen, reindex):
+  """Two images (3x5 and 4x6 tokens) with text between, pruned at K = 0: with `reindex` (the default at K = 0) the
+  kept tokens' positions equal the rule stated in plain Python; with reindex=false they keep the prompt's ids."""
+  _, model, cfg = tiny_qwen
+  grids = [GRIDS[2], GRIDS[1]]
+  ids = host.expand_image_tokens(prompt(3, 4, 2, seed=7), grids, cfg)
+  query = np.zeros(len(ids), bool)
+  query[-4:] = True
+  inputs = host.pack_batch([ids], [grids], [[patches_for(g, 300 + k) for k, g in enumerate(grids)]], cfg,
+                           query=[query], **PRUNE_BUCKETS)
+  options = "[seed=4]" if reindex is None else "[reindex=false,seed=4]"
+  kept = _generate(model, cfg, f"random@0:12{options}", inputs)["kept"]
+  valid = np.asarray(kept.valid[0])
+  positions = np.asarray(kept.positions[0])[valid]
+  patch, image = np.asarray(kept.patch[0])[valid], np.asarray(kept.image[0])[valid]
+  layout = inputs.layout
+  assert image.sum() == 12 and len(set(np.asarray(layout.image[0])[patch[image]])) == 2  # both images pruned
+  original = host.rope_positions(ids, grids, cfg)  # [L, 3] of the unpadded prompt
+  slot_of = np.cumsum(np.asarray(ids) == IMAGE) - 1  # visual slot of each prompt position
+  kept_prompt = [i for i in range(len(ids)) if ids[i] != IMAGE or slot_of[i] in set(patch[image].tolist())]
+  if reindex is False:
+    np.testing.assert_array_equal(positions, original[kept_prompt])
+  else:
+    seq = [("text", None) if ids[i] != IMAGE else
+           ("image", tuple(int(np.asarray(f[0])[slot_of[i]]) for f in (layout.image, layout.t, layout.row, layout.col)))
+           for i in kept_prompt]
+    np.testing.assert_array_equal(positions, np.asarray(_python_reindex(seq)))
+    # (whether the text after an image moves up depends on the draw: only if the kept cells miss the image's
+    # last row and column; the rule above covers both cases)
+  # decoding continues one past the largest id on any axis
+  assert positions[-1, 0] == positions.max()
+
+
+def test_uniform_uses_each_images_own_grid(tiny_qwen):
+  """uniform on non-square images keeps the lattice of `uniform_layout_scores` for that grid: 4x6 tokens, keep 6
+  -> rows {1, 3} x cols {1, 3, 5}; 3x5 tokens, keep 4 -> rows {0, 2} x cols {1, 3}. Kept-token maps read the
+  layout's (row, col) per slot."""
+  _, model, cfg = tiny_qwen
+  samples = [(prompt(2 + 3 * i, 7 + 2 * i, 1, seed=100 + i), [g], [patches_for(g, 200 + i)])
+             for i, g in enumerate((GRIDS[1], GRIDS[2]))]
+  inputs, _ = batch(cfg, samples, **PRUNE_BUCKETS)
+  row, col = np.asarray(inputs.layout.row), np.asarray(inputs.layout.col)
+  for keep, expected in ((6, [{(1, 1), (1, 3), (1, 5), (3, 1), (3, 3), (3, 5)}, None]),
+                         (4, [None, {(0, 1), (0, 3), (2, 1), (2, 3)}])):
+    maps = np.asarray(kept_map(_generate(model, cfg, f"uniform@0:{keep}", inputs)["kept"], inputs.layout.max_visual))
+    lattice = np.asarray(scorers.uniform_layout_scores(inputs.layout, keep)) > 0
+    for b in range(2):
+      np.testing.assert_array_equal(maps[b], lattice[b])
+      cells = {(int(row[b, s]), int(col[b, s])) for s in np.flatnonzero(maps[b])}
+      assert len(cells) == keep
+      if expected[b] is not None:
+        assert cells == expected[b]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_qwen2_5_vl import local_processor_files, save_tiny_qwen
+from families.qwen2_5_vl import save_tiny_qwen
+from test_qwen2_5_vl import local_processor_files
 
 from jaxprune import eval as jeval
 

@@ -89,8 +89,9 @@ def test_latesim_matches_loops(use_norm, aggregate):
 # fastv
 
 
-def _fastv_ref(q, q_index, q_mask, k, key_mask, image_index, scale):
-  """Full L x L attention for all heads (GQA expanded), then pick query rows."""
+def _fastv_ref(q, q_index, q_mask, k, key_mask, image_index, scale, window=None):
+  """Full L x L attention for all heads (GQA expanded), then pick query rows; a sliding layer sees keys at most
+  window - 1 back."""
   b_, nq, h, dh = q.shape
   l, hkv = k.shape[1], k.shape[2]
   out = np.zeros(image_index.shape)
@@ -102,6 +103,8 @@ def _fastv_ref(q, q_index, q_mask, k, key_mask, image_index, scale):
     kk = np.repeat(k[b].astype(np.float64), h // hkv, axis=1)  # [L, H, Dh]
     logits = np.einsum("ihd,jhd->hij", q_full, kk) * scale  # [H, L, L]
     causal = np.tril(np.ones((l, l), bool)) & key_mask[b][None, :]
+    if window is not None:
+      causal &= ~np.tril(np.ones((l, l), bool), -window)  # drop keys window or more slots back
     logits = np.where(causal[None], logits, -np.inf)
     rows_max = logits.max(-1, keepdims=True)
     probs = np.exp(logits - np.where(np.isfinite(rows_max), rows_max, 0.0))
@@ -113,8 +116,8 @@ def _fastv_ref(q, q_index, q_mask, k, key_mask, image_index, scale):
   return out
 
 
-@pytest.mark.parametrize("h,hkv", [(4, 4), (4, 2), (6, 1)])
-def test_fastv_matches_full_attention(h, hkv):
+@pytest.mark.parametrize("h,hkv,window", [(4, 4, None), (4, 2, None), (6, 1, None), (4, 2, 4), (4, 2, 9)])
+def test_fastv_matches_full_attention(h, hkv, window):
   r = _rng(3)
   b_, l, dh, nv = 3, 14, 8, 5
   q = r.normal(size=(b_, 3, h, dh)).astype(np.float32)
@@ -125,8 +128,9 @@ def test_fastv_matches_full_attention(h, hkv):
   q_index = np.array([[13, 9, 5], [13, 12, 4], [10, 8, 7]])
   q_mask = np.array([[1, 1, 0], [1, 1, 1], [1, 0, 1]], bool)
   image_index = np.array([[2, 3, 4, 5, 6], [1, 2, 3, 4, 5], [3, 4, 5, 6, 7]])
-  got = jax.jit(scorers.fastv)(*map(jnp.asarray, (q, q_index, q_mask, k, key_mask, image_index)))
-  ref = _fastv_ref(q, q_index, q_mask, k, key_mask, image_index, dh ** -0.5)
+  fastv = jax.jit(functools.partial(scorers.fastv, window=window))
+  got = fastv(*map(jnp.asarray, (q, q_index, q_mask, k, key_mask, image_index)))
+  ref = _fastv_ref(q, q_index, q_mask, k, key_mask, image_index, dh ** -0.5, window)
   assert got.dtype == jnp.float32 and got.shape == (b_, nv)
   np.testing.assert_allclose(np.asarray(got), ref, **TOL)
 

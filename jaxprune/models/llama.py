@@ -193,6 +193,10 @@ class LlamaModel(nnx.Module):
     """(weight [D], eps) of the RMSNorm layer `layer` applies to its input (what `latesim` compares under)."""
     return self.layers[layer].input_norm.weight[...], self.config.rms_norm_eps
 
+  def attention_window(self, layer: int) -> int | None:
+    """Every layer attends to all earlier keys (no sliding window)."""
+    return None
+
   def rope(self, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
     """positions [B, L, R] -> cos, sin [B, L, Dh]."""
     return rope_tables(positions, rope_inverse_frequencies(self.config), self.config.mrope_section)

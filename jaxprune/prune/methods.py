@@ -137,7 +137,8 @@ class FastV(Method):
       rows = ctx.text_idx
     q = take_rows(trace.queries, rows)  # [B, Q, H, Dh] only these rows: no L x L matrix
     q_mask = take_rows(tokens.valid if last else tokens.query, rows)
-    return scorers.fastv(q, rows, q_mask, trace.keys, tokens.valid, ctx.image_idx)
+    window = ctx.decoder.attention_window(ctx.stage.layer - 1)  # Gemma 3's sliding layers see only a window
+    return scorers.fastv(q, rows, q_mask, trace.keys, tokens.valid, ctx.image_idx, window=window)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -87,6 +87,7 @@ def fastv(
     image_index: jax.Array,
     *,
     scale: float | None = None,
+    window: int | None = None,
 ) -> jax.Array:
   """Attention that the query rows pay to each image token -> [B, Nv].
 
@@ -94,7 +95,8 @@ def fastv(
   q_mask [B, Q]); k [B, L, Hkv, Dh] post-RoPE keys, valid where key_mask [B, L];
   image_index [B, Nv] positions of the image tokens. Only the Q x L block of the
   attention matrix is formed, never L x L. Softmax is over valid keys with
-  position <= the query's; then mean over heads and over valid query rows.
+  position <= the query's (and > the query's - `window` at a sliding-window layer, as the layer itself
+  attends); then mean over heads and over valid query rows.
   """
   b, nq, h, dh = q.shape
   hkv = k.shape[2]
@@ -103,6 +105,8 @@ def fastv(
   logits = jnp.einsum("bqkgd,blkd->bkgql", qg, k.astype(_F32)) * scale  # [B, Hkv, G, Q, L]
   pos = jnp.arange(k.shape[1])
   visible = key_mask[:, None, :] & (pos[None, None, :] <= q_index[:, :, None])  # [B, Q, L]
+  if window is not None:
+    visible = visible & (pos[None, None, :] > q_index[:, :, None] - window)
   visible = visible & q_mask[:, :, None]
   vis5 = visible[:, None, None]  # [B, 1, 1, Q, L]
   probs = jax.nn.softmax(jnp.where(vis5, logits, jnp.finfo(_F32).min), axis=-1)

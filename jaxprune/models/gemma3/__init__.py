@@ -22,8 +22,8 @@ Pruning semantics for this family:
 - Positions are 1-D (no M-RoPE): at K >= 1 kept tokens keep their ids, at K = 0 they are renumbered contiguously
   (`reindex` flips either), as for LLaVA.
 - FastV reads the queries of layer K-1 pre-scaled so that q.k / sqrt(Dh) is Gemma's q.k / sqrt(
-  query_pre_attn_scalar); its softmax is over every earlier key, so at a *sliding* layer K-1 it ignores the
-  window (the released window of 1024 covers a one-image prompt, so the two agree there).
+  query_pre_attn_scalar); at a *sliding* layer K-1 its softmax is over the same window of earlier slots the
+  layer attends to (`Gemma3Decoder.attention_window`), as transformers' eager attention is.
 - Signals: `importance` = attention received in SigLIP's last layer (no [CLS]), summed over each token's 4x4
   patch block; `keys` averaged over the block; `grid` (16x16 per image), so all methods run, `pool` included.
 - Pan-and-scan crops are not supported: the host turns the processor's `do_pan_and_scan` off.

@@ -172,6 +172,10 @@ class Gemma3Decoder(nnx.Module):
     w = self.layers[layer].input_norm.weight[...]
     return 1.0 + w.astype(jnp.float32), self.config.rms_norm_eps
 
+  def attention_window(self, layer: int) -> int | None:
+    """The sliding window of layer `layer` in sequence slots (keys at most window - 1 back), None if global."""
+    return self.config.sliding_window if self.layers[layer].sliding else None
+
   def rope(self, positions: jax.Array) -> RopeTables:
     """positions [B, L, 1] -> ((cos, sin) of the global layers, (cos, sin) of the sliding layers), each
     [B, L, Dh]; the decode loop passes the pair through as a layer's (cos, sin) arguments."""
