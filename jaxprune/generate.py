@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprune.core import decoding
-from jaxprune.core.tokens import KVCache, ModelInputs, PrunePoint, Tokens, make_tokens
+from jaxprune.core.tokens import KVCache, ModelInputs, PrunePoint, Tokens, make_tokens, prompt_keys
 from jaxprune.inputs import Batch as Batch  # re-exported: generation takes what the host side pads
 from jaxprune.inputs import bucket_length as bucket_length
 from jaxprune.inputs import pad_batch as pad_batch
@@ -52,6 +52,14 @@ def decoder_inputs(model: nnx.Module, inputs: ModelInputs | tuple):
   tokens, vision = input_tokens(model, inputs)
   if vision is not None and inputs.relevance is not None:  # a task's ground truth, for the oracle bounds
     vision = vision.replace(relevance=jnp.asarray(inputs.relevance, jnp.float32))
+  if vision is not None:  # what seeded methods fold into their per-item draw
+    if inputs.item_key is not None:
+      keys = inputs.item_key
+    elif inputs.query is not None:
+      keys = prompt_keys(inputs.ids, jnp.asarray(inputs.query) & jnp.asarray(inputs.valid))
+    else:  # nothing stable to tell the prompts apart by (the text grows as it is generated): one shared draw
+      keys = jnp.zeros((inputs.size,), jnp.uint32)
+    vision = vision.replace(item_key=jnp.asarray(keys, jnp.uint32))
   return tokens, vision
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections.abc import Sequence
@@ -35,6 +36,15 @@ def pad_batch(sequences: Sequence[Sequence[int]], *, pad_id: int, multiple: int 
       start, end = query_spans[i]
       query[i, offset + start:offset + end] = True
   return Batch(ids=ids, valid=valid, query=query, pixels=pixels)
+
+
+def item_keys(item_ids: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+  """[B] uint32 stable keys of item ids (4 bytes of BLAKE2b: the same in every process and run, unlike hash());
+  rows past the items (batch padding) get 0. What per-item seeded draws (`random`, the oracle's ties) fold in."""
+  keys = np.zeros((batch_size or len(item_ids),), np.uint32)
+  for row, item_id in enumerate(item_ids):
+    keys[row] = int.from_bytes(hashlib.blake2b(str(item_id).encode(), digest_size=4).digest(), "little")
+  return keys
 
 
 class InputError(ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 
 import jax
@@ -10,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxprune.core.tokens import prompt_keys
+from jaxprune.inputs import item_keys
 from jaxprune.prune import scorers
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -161,13 +164,36 @@ def test_clsattn_sums_heads():
   assert got.dtype == jnp.float32
 
 
-def test_random_scores():
-  f = jax.jit(scorers.random_scores, static_argnums=(1, 2))
-  a, b = np.asarray(f(0, 3, 50)), np.asarray(f(1, 3, 50))
+def test_random_scores_are_per_item_and_independent_of_the_batch():
+  """One draw per (seed, item key): the same alone, in any batch order, at any padded slot count; items differ."""
+  f = jax.jit(scorers.random_scores, static_argnums=(0, 2))
+  keys = np.array([7, 123456789, 4000000000], np.uint32)  # a key above 2**31 too
+  a, b = np.asarray(f(0, keys, 50)), np.asarray(f(1, keys, 50))
   assert a.shape == (3, 50) and a.dtype == np.float32
   assert np.all((a >= 0) & (a < 1))
-  assert not np.allclose(a, b) and not np.allclose(a[0], a[1])
-  np.testing.assert_array_equal(a, np.asarray(scorers.random_scores(0, 3, 50)))
+  assert not np.allclose(a, b) and not np.allclose(a[0], a[1])  # seeds differ, items differ
+  for row in range(len(keys)):
+    alone = np.asarray(f(0, keys[row:row + 1], 50))[0]
+    np.testing.assert_array_equal(alone, a[row])  # batch = alone
+    np.testing.assert_array_equal(np.asarray(f(0, keys[row:row + 1], 80))[0, :50], a[row])  # padding: same slots
+  np.testing.assert_array_equal(np.asarray(f(0, keys[::-1], 50)), a[::-1])  # order in the batch does not matter
+
+
+def test_prompt_keys_hash_the_question_wherever_it_sits():
+  ids = np.array([[0, 0, 5, 6, 7], [0, 5, 6, 7, 8], [5, 6, 7, 9, 9]], np.int32)
+  question = np.array([[0, 0, 1, 1, 1], [0, 1, 1, 1, 1], [1, 1, 1, 0, 0]], bool)
+  keys = np.asarray(prompt_keys(jnp.asarray(ids), jnp.asarray(question)))
+  assert keys.dtype == np.uint32
+  assert keys[0] == keys[2] and keys[0] != keys[1]  # the same question elsewhere / generated text after it: one key
+  swapped = np.asarray(prompt_keys(jnp.asarray([[7, 6, 5]]), jnp.ones((1, 3), bool)))
+  assert swapped[0] != keys[0]  # order matters
+
+
+def test_item_keys_are_stable_and_distinct():
+  keys = item_keys(["a", "b", "item-17"], batch_size=5)
+  assert keys.dtype == np.uint32 and keys.shape == (5,) and keys[3] == keys[4] == 0
+  assert len(set(keys[:3].tolist())) == 3
+  assert keys[2] == int.from_bytes(hashlib.blake2b(b"item-17", digest_size=4).digest(), "little")  # no salt
 
 
 def test_uniform_scores_lattice():

@@ -282,3 +282,30 @@ def test_eval_chunked_grid_equals_per_plan(tiny_eval_model, eval_data, tmp_path,
   assert len(chunked) == 5 * 5 and chunked == alone
   assert rows_chunked == rows_alone
   assert all(r["kept"] for r in chunked.values() if r["config"] != "none")
+
+
+def test_random_draws_per_item_alone_in_a_batch_in_a_grid_and_after_resume(tiny_eval_model, eval_data, tmp_path):
+  """`random` keys its draw by (seed, item id): batches of 4 through the shared-prefix grid, batches of 1 plan by
+  plan, and a run resumed after losing its later records keep the same cells for every item; items differ, seeds
+  differ. The oracle's tie-break is the same per-item draw."""
+  plans = "none,random@1:6,random@1:6[seed=1],fastv@1:6,oracle@0:6"
+  args = _eval_args(tiny_eval_model, eval_data, plans, ("--tasks", "easyvqa", "--time-batches", "0"))
+  assert jeval.main(args + ["--output-path", str(tmp_path / "grid")]) == 0
+  assert jeval.main(args + ["--output-path", str(tmp_path / "alone"), "--per-plan", "--batch-size", "1"]) == 0
+  grid, alone = _answers(tmp_path / "grid")[0], _answers(tmp_path / "alone")[0]
+  log = tmp_path / "grid" / "samples.jsonl"
+  saved = log.read_text().splitlines(keepends=True)
+  log.write_text("".join(saved[:len(saved) // 3]))  # a crash lost two thirds of the answers
+  (tmp_path / "grid" / "results.json").unlink()
+  assert jeval.main(args + ["--output-path", str(tmp_path / "grid")]) == 0
+  resumed = _answers(tmp_path / "grid")[0]
+  kept = {}
+  for run, records in (("grid", grid), ("alone", alone), ("resumed", resumed)):
+    for (_, config, item), record in records.items():
+      if config.startswith("random"):
+        kept.setdefault((config, item), {})[run] = tuple(record["kept"])
+  assert len(kept) == 2 * 5 and all(len(runs) == 3 and len(set(runs.values())) == 1 for runs in kept.values())
+  seed0 = [runs["alone"] for (config, _), runs in sorted(kept.items()) if config == "random@1:6"]
+  seed1 = [runs["alone"] for (config, _), runs in sorted(kept.items()) if config == "random@1:6[seed=1]"]
+  assert len(set(seed0)) == 5 and seed0 != seed1  # a fresh draw per item, and per seed
+  assert resumed == grid

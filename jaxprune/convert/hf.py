@@ -362,6 +362,13 @@ def _unreadable_orbax_array(params: Path, abstract) -> str | None:
 # ---------------------------------------------------------------------------------------------- entry
 
 
+def config_of(name_or_path: str | os.PathLike) -> tuple[Family, Any]:
+  """(family, config) of a checkpoint from its config.json alone (no weights read): what a study needs to plan
+  its layers and budgets before the eval loads the model."""
+  path = resolve(name_or_path)
+  return _config(read_hf_config(path), str(path / "config.json"))
+
+
 def abstract_state_of(name_or_path: str | os.PathLike, dtype: jnp.dtype | str | None):
   """Shapes and dtypes of a checkpoint's parameters (no weights read), or None when unknowable cheaply."""
   path = resolve(name_or_path)

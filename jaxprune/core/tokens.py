@@ -161,6 +161,10 @@ class ModelInputs:
   # [B, max_visual] float32 ground-truth relevance of each visual slot (1 = covers a referenced object), when the
   # task has it; read only by the `oracle` / `anti-oracle` bounds
   relevance: jax.Array | None = None
+  # [B] uint32 a stable key per item (the eval hashes item ids: `jaxprune.inputs.item_keys`) that seeded methods
+  # fold into their draw, so each item gets its own draw whatever batch it is in; None: a hash of the question
+  # (`prompt_keys`), or one draw for the whole batch without a query mask
+  item_key: jax.Array | None = None
 
   @property
   def size(self) -> int:
@@ -180,3 +184,13 @@ class VisionSignals:
   keys: jax.Array | None = None  # [B, N, Dk] that layer's attention keys averaged over heads (VisionZip)
   tower_states: jax.Array | None = None  # [B, N, Dv] tower states behind each slot (before the projector)
   relevance: jax.Array | None = None  # [B, N] the task's ground truth per slot (ModelInputs.relevance)
+  item_key: jax.Array | None = None  # [B] uint32 per-item key for seeded draws (set by `generate.decoder_inputs`)
+
+
+def prompt_keys(ids: jax.Array, question: jax.Array) -> jax.Array:
+  """[B] uint32 a hash of each prompt's question token ids (`ModelInputs.query`; padding and the position of the
+  question do not change it, and generated tokens are not part of it): the item key of a batch whose items
+  carry no id."""
+  rank = (jnp.cumsum(question, axis=1) - 1).astype(jnp.uint32)  # position within the question
+  mixed = (ids.astype(jnp.uint32) + jnp.uint32(1)) * (rank * jnp.uint32(2654435761) + jnp.uint32(1))
+  return jnp.sum(jnp.where(question, mixed ^ (mixed >> 15), jnp.uint32(0)), axis=1, dtype=jnp.uint32)

@@ -34,7 +34,7 @@ from jaxprune.eval.records import (
 from jaxprune.eval.runner import TIME_ROUNDS, Runner, task_relevance_signals, with_relevance_table
 from jaxprune.eval.summary import prefill_reference, prefill_timing, summarise
 from jaxprune.generate import FORK_ROWS
-from jaxprune.inputs import InputError
+from jaxprune.inputs import InputError, item_keys
 from jaxprune.judge import Judge, JudgeError, check_judge
 from jaxprune.metrics import score_item
 from jaxprune.models.base import kv_dtype
@@ -193,6 +193,7 @@ def answer_batch(runner: Runner, task: str, chunk: list[tuple[int, dict]], jobs:
   batch, ok, prompts = build_batch(runner, task, ok, prompts, images, failed) if ok else (None, ok, prompts)
   outputs, relevant = [None] * len(jobs), []
   if batch is not None:
+    batch = batch.replace(item_key=item_keys([item["id"] for _, item in ok], batch.size))  # per-item draws
     for _, item in ok if with_relevance else ():
       if item["id"] not in relevance:
         relevance[item["id"]] = relevant_cells(task, item, cfg.grid)
@@ -257,13 +258,29 @@ def job_records(runner: Runner, task: str, job: Job, out: dict, batch, ok: list,
                batch_prefill_ms=None if records else timing, nonfinite=int(nonfinite[j]))
     if maps is not None:
       kept = maps[j][:int(n_visual[j])]  # this prompt's own visual tokens, in slot order
-      rec.update(kept=bits(kept), n_visual=int(n_visual[j]))
+      rec.update(kept=bits(kept), n_visual=int(n_visual[j]), grids=item_grids(batch.layout, j, cfg, n_visual[j]))
       if relevant[j] is not None:
         rec["recall"] = float((kept & relevant[j]).sum() / max(relevant[j].sum(), 1))
+        rec["relevant"] = bits(relevant[j])
     if args.log_samples:
       rec.update(question=item["question"], answers=item["all_answers"], output=answer)
     records.append(rec)
   return records
+
+
+def item_grids(layout, row: int, cfg, n_visual: int) -> list[list[int]]:
+  """[t, grid_h, grid_w] of each image (or view) behind a prompt's visual slots, in slot order: where each kept
+  token lies (the study's position analysis). Without a layout, the family's one fixed grid per image."""
+  if layout is None:
+    gh, gw = cfg.grid
+    return [[1, gh, gw]] * (int(n_visual) // (gh * gw))
+  image, valid = np.asarray(layout.image[row]), np.asarray(layout.valid[row])
+  grids = []
+  for i in range(int(image[valid].max()) + 1 if valid.any() else 0):
+    at = np.flatnonzero(valid & (image == i))
+    h, w = int(layout.grid_h[row][at[0]]), int(layout.grid_w[row][at[0]])
+    grids.append([len(at) // (h * w), h, w])
+  return grids
 
 
 def item_cost(cfg, stages, length: int, visual: int, args, itemsize: int) -> tuple[float, int]:

@@ -198,12 +198,13 @@ class DivPrune(Method):
 
 @dataclasses.dataclass(frozen=True)
 class Random(Method):
-  """Seeded uniform scores per slot (one draw per plan, the same for every sample: batch = alone)."""
+  """Seeded uniform scores per slot, a fresh draw per item (keyed by the item, so batch = alone = resume)."""
 
   options: tuple = (("seed", (0,)),)
 
   def score(self, ctx: Context) -> jax.Array:
-    return ctx.slot_table(scorers.random_scores(ctx.stage.option("seed"), 1, ctx.vision.layout.max_visual))
+    return ctx.slot_table(scorers.random_scores(ctx.stage.option("seed"), ctx.vision.item_key,
+                                                ctx.vision.layout.max_visual))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,14 +253,15 @@ class Pool(Method):
 @dataclasses.dataclass(frozen=True)
 class Oracle(Method):
   """The bounds every real method sits between, for tasks with ground-truth relevance per slot: `oracle` keeps
-  the referenced objects' cells first (then seeded random ones up to the budget), `anti-oracle` drops them first."""
+  the referenced objects' cells first (then the per-item random ones up to the budget), `anti-oracle` drops them first."""
 
   needs: frozenset = frozenset({"relevance"})
   options: tuple = (("seed", (0,)),)
   sign: float = 1.0  # +1 keeps relevant cells first, -1 drops them first
 
   def score(self, ctx: Context) -> jax.Array:
-    tie = scorers.random_scores(ctx.stage.option("seed"), 1, ctx.vision.layout.max_visual)  # [1, N] in [0, 1)
+    # [B, N] in [0, 1): ties broken by the same per-item draw as `random` with this seed
+    tie = scorers.random_scores(ctx.stage.option("seed"), ctx.vision.item_key, ctx.vision.layout.max_visual)
     relevant = (ctx.vision.relevance > 0).astype(jnp.float32)  # [B, N]
     return ctx.slot_table(self.sign * relevant + tie)
 

@@ -269,9 +269,18 @@ def visionzip_padded(
 # Baselines
 
 
-def random_scores(seed: int, batch: int, n: int) -> jax.Array:
-  """Uniform [0, 1) scores [B, N]; a different draw for every sample."""
-  return jax.random.uniform(jax.random.key(seed), (batch, n), _F32)
+def random_scores(seed: int, item_key: jax.Array, n: int) -> jax.Array:
+  """Uniform [0, 1) scores [B, N], one draw per item: sample b's score at slot j depends only on (seed,
+  item_key[b], j), so it is the same alone, in any batch, at any padded N, and after a resume.
+
+  item_key [B] uint32: a stable per-item key (the eval hashes the item id; see `jaxprune.inputs.item_keys`)."""
+  base = jax.random.key(seed)
+
+  def one_item(key: jax.Array) -> jax.Array:  # [] -> [N]; a key per slot, so N (the batch's padding) cannot matter
+    item = jax.random.fold_in(base, key)
+    return jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(item, j), (), _F32))(jnp.arange(n))
+
+  return jax.vmap(one_item)(item_key.astype(jnp.uint32))
 
 
 def _lattice(grid_h: int, grid_w: int, keep: int) -> tuple[int, int] | None:

@@ -1,0 +1,5 @@
+import sys
+
+from jaxprune.study.cli import main
+
+sys.exit(main())
