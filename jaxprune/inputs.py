@@ -117,11 +117,10 @@ def fill_batch(prompts: Sequence, pixels: np.ndarray | None, batch_size: int) ->
 def image_batch(sequences: Sequence[Sequence[int]], pixels: np.ndarray | None, *, image_token_id: int,
                 num_image_tokens: int, pad_id: int, multiple: int = 64,
                 query_spans: Sequence[tuple[int, int]] | None = None) -> Batch:
-  """Pad prompts and check image placeholders against the pixel batch."""
+  """Pad prompts (a full batch from `fill_batch`, which checked one pixel row per prompt) and check each prompt's
+  image placeholders against its images."""
   batch = pad_batch(sequences, pad_id=pad_id, multiple=multiple, query_spans=query_spans, pixels=pixels)
   if pixels is not None:
-    if pixels.shape[0] != batch.size:
-      raise InputError(f"images for {pixels.shape[0]} prompts, but {batch.size} prompts")
     images = images_per_prompt(pixels)
     check_image_tokens(batch.ids, batch.valid, image_token_id, images * num_image_tokens, images)
   return batch

@@ -16,10 +16,10 @@ import torch
 from families.qwen2_5_vl import END, GRIDS, IMAGE, START, hf_config, patches_for
 from flax import nnx
 
+from jaxprune.convert.hf import load_model
 from jaxprune.core import decoding
 from jaxprune.generate import Generator
 from jaxprune.models.qwen2_5_vl import host
-from jaxprune.models.qwen2_5_vl.weights import load_qwen
 from jaxprune.prompts import chat_prompt
 from jaxprune.prune import scorers
 from jaxprune.prune.pipeline import Pruner
@@ -227,7 +227,7 @@ def test_hub_key_layout_loads_identically(tiny_qwen, tmp_path):
   shutil.copy(saved / "config.json", tmp_path / "config.json")
   save_file({in_memory_name(k): v for k, v in tensors.items()}, str(tmp_path / "model.safetensors"),
             metadata={"format": "pt"})
-  reloaded, _ = load_qwen(tmp_path, dtype="float32")
+  reloaded = load_model(tmp_path, dtype="float32").model  # the converter reads the in-memory key layout too
   ours = dict(nnx.to_flat_state(nnx.state(model)))
   for path, value in nnx.to_flat_state(nnx.state(reloaded)):
     np.testing.assert_array_equal(np.asarray(value[...]), np.asarray(ours[path][...]))

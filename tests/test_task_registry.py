@@ -46,3 +46,16 @@ def test_the_eval_names_no_task():
     code = re.sub(r'"""(.|\n)*?"""', "", code)  # docstrings may give examples
     names = re.findall(r'"(easyvqa|scenes|datbench[^"]*)"', code)
     assert set(names) <= {"easyvqa"}, (path.name, names)  # the demo's default task only (cli.DEMO_ARGS)
+
+
+def test_each_task_scores_its_own_way():
+  """easy-VQA and scenes hook their one-word exact match in; DatBench items go to the harness's scorer for their
+  source; the metrics layer names no jaxprune task."""
+  item = {"id": "1", "answer": "red", "all_answers": ["red"], "source": "easyvqa", "metadata": {}}
+  for name in ("easyvqa", "scenes"):
+    assert tasks.score_item(name, " Red.", {**item, "source": name}).score == 1.0
+    assert tasks.score_item(name, "blue", {**item, "source": name}).metric == "exact"
+  chart = {"id": "2", "answer": "3", "all_answers": ["3"], "source": "tallyqa", "metadata": {"is_simple": True}}
+  assert tasks.score_item("datbench:counting", "3", chart).metric != "exact"
+  score = (EVAL.parent / "metrics" / "score.py").read_text()
+  assert '"easyvqa"' not in score and '"scenes"' not in score

@@ -19,9 +19,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxprune.data import common
+from jaxprune.metrics.score import one_word_item
 
 SPLITS = ("train", "test")
 SOURCE = "easyvqa"
+score_item = one_word_item  # the task's scorer (`jaxprune.data.tasks.score_item`): one-word exact match
 
 
 def easyvqa_root() -> pathlib.Path:

@@ -47,8 +47,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxprune.data import common
+from jaxprune.metrics.score import one_word_item
 
 SOURCE = "scenes"
+score_item = one_word_item  # the task's scorer (`jaxprune.data.tasks.score_item`): one-word exact match
 SPLITS = ("train", "test")
 SPLIT_SIZES = {"train": 40000, "test": 2000}
 _SPLIT_CODES = {"train": 1, "test": 2}  # Part of each item's seed, so the splits never share a scene.

@@ -5,6 +5,8 @@
 - optionally `relevant_cells(item, grid_h, grid_w) -> [grid_h * grid_w] bool`: the token-grid cells that cover
   what the question is about (ground truth: the `oracle` bounds, relevance recall);
 - optionally `check_items(items, name)`: refuse (ValueError, one line) an item its scorer cannot score;
+- optionally `score_item(prediction, item) -> metrics.ItemScore` (default: `metrics.score_item`, the official
+  harness's scorer for the item's source);
 - optionally `judge_prompts(sub, datbench_dir) -> {item id: prompt}` for its `eval_mode == "judge"` items.
 
 Nothing here imports a task module (they pull in tfds): the registry is read by `--help` and flag checks.
@@ -82,6 +84,14 @@ def check_items(name: str, items: list) -> None:
   hook = getattr(task_for(name)[0].implementation(), "check_items", None)
   if hook is not None:
     hook(items, name)
+
+
+def score_item(name: str, prediction: str, item: dict):
+  """One answer scored as the task scores it (its module's `score_item`, else the harness's scorer)."""
+  hook = getattr(task_for(name)[0].implementation(), "score_item", None)
+  if hook is None:
+    from jaxprune.metrics import score_item as hook  # lazy: this registry is read by --help and flag checks
+  return hook(prediction, item)
 
 
 def judge_prompts(name: str, datbench_dir=None) -> dict:

@@ -36,7 +36,6 @@ from jaxprune.eval.summary import prefill_reference, prefill_timing, summarise
 from jaxprune.generate import FORK_ROWS
 from jaxprune.inputs import InputError, item_keys
 from jaxprune.judge import Judge, JudgeError, check_judge
-from jaxprune.metrics import score_item
 from jaxprune.models.base import kv_dtype
 from jaxprune.prune.methods import METHODS
 from jaxprune.prune.pipeline import Pruner
@@ -248,7 +247,7 @@ def job_records(runner: Runner, task: str, job: Job, out: dict, batch, ok: list,
            "failed": None}
     if job.text_query and prompt.question_span[0] == prompt.question_span[1]:
       rec["no_query"] = True  # all-zero scores: see the note in evaluate_task
-    scored = score_item(answer, item)  # the official harness's scorer for item["source"]
+    scored = task_registry.score_item(task, answer, item)  # the harness's scorer, or the task's own
     length = int(np.asarray(batch.valid[j]).sum())  # the prompt as the model saw it (images expanded)
     flops, kv = item_cost(cfg, job.plan or (), length, int(n_visual[j]), args, itemsize)
     if item["eval_mode"] == "judge":

@@ -3,7 +3,7 @@
 
 Mirrors `datbench/evaluator.py` (`_convert_sample_for_scorer`, the exact-match fallback of `compute_metrics`,
 `capability_accuracy`) and `datbench/datasets_scoring/__init__.py` (`DATASET_SCORING_MODULES`, here `SCORERS`).
-Also jaxprune's own easy-VQA / scenes exact match (not DatBench).
+Also the one-word exact match of jaxprune's own tasks (easy-VQA, scenes), which their task modules hook in.
 """
 
 from __future__ import annotations
@@ -169,8 +169,6 @@ def score_item(prediction: str, item: Mapping[str, Any] | Sequence[str], source:
             "metadata": {"options": list(choices)} if choices else {}}
   prediction = prediction or ""
   src = item.get("source", "")
-  if src in ("easyvqa", "scenes"):  # jaxprune's own one-word-answer tasks
-    return ItemScore(easyvqa_exact(prediction, item), "exact", prediction.strip(), False)
   scorer = SCORERS.get(src)
   if scorer is None:
     # evaluator.compute_metrics fallback: lowercase equality of the extracted answer and `answer`.
@@ -194,6 +192,12 @@ def easyvqa_exact(prediction: str, item: Mapping[str, Any]) -> float:
   p = vqav2_normalize(extract_final_answer(prediction))
   refs = [r for r in (item.get("all_answers") or [item.get("answer", "")]) if r]
   return float(bool(p) and any(vqav2_normalize(r) == p for r in refs))
+
+
+def one_word_item(prediction: str, item: Mapping[str, Any]) -> ItemScore:
+  """The scorer of jaxprune's own one-word-answer tasks (easy-VQA, scenes: their modules' `score_item` hook)."""
+  prediction = prediction or ""
+  return ItemScore(easyvqa_exact(prediction, item), "exact", prediction.strip(), False)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -77,6 +77,19 @@ class DecoderReadout:
     return self.ROPE_AXES
 
 
+class DynamicResolution(DecoderReadout):
+  """The readout of a family whose visual token count depends on the image (AnyRes crops, dynamic resolution):
+  no count per image and no single token grid; each image's own grid lives in the batch's `VisualLayout`."""
+
+  @property
+  def visual_tokens_per_image(self) -> None:
+    return None
+
+  @property
+  def grid(self) -> None:
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class TextConfig:
   """A Llama-family decoder (Llama, SmolLM2, Vicuna, Mistral-style GQA; Qwen2 via `attention_bias`)."""

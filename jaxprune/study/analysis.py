@@ -86,7 +86,7 @@ def _plan_rows(sweep: dict, task: str, ids: list[str], base_flops: float) -> lis
     if t == task and config != NONE and not r.get("failed"):
       by_config[config][item] = r
   rows = []
-  for config, recs in sorted(by_config.items()):
+  for config, recs in by_config.items():
     method, layer, keep, seed = _stage_of(config)
     have = [recs[i] for i in ids if i in recs]
     if len(have) < len(ids):  # a stage that is still incomplete: the study resumes before analysing
@@ -96,7 +96,7 @@ def _plan_rows(sweep: dict, task: str, ids: list[str], base_flops: float) -> lis
                  "accuracy": _accuracy(have), "flops_ratio": float(np.mean([r["flops"] for r in have]) / base_flops),
                  "recall": float(np.mean(recalls)) if recalls else None, "position": position(have),
                  "_scores": np.array([r["score"] for r in have], np.float64)})
-  return rows
+  return sorted(rows, key=lambda r: (r["method"], r["layer"], r["keep"], r["seed"] or 0))  # as tables read
 
 
 def _controls(rows: list[dict]) -> dict[tuple[int, int], dict]:
@@ -226,9 +226,9 @@ def analyse_task(task: str, full: dict, blind: dict, sweep: dict, plan: dict) ->
   rivals += [({"layer": layer, "keep": keep, "other": f"random@{layer}:{keep} (all draws)"}, ours[(layer, keep)]["_scores"],
               c["scores"]) for (layer, keep), c in controls.items() if (layer, keep) in ours]
   oracle = {(r["layer"], r["keep"]): r["accuracy"] for r in rows if r["method"] == "oracle"}
-  gaps = [{"plan": r["plan"], "oracle": oracle[(r["layer"], r["keep"])],
-           "gap": oracle[(r["layer"], r["keep"])] - r["accuracy"]} for r in rows
-          if r["method"] not in BOUNDS and (r["layer"], r["keep"]) in oracle]  # the same layer's bound
+  gaps = [{"plan": r["plan"], "method": r["method"], "layer": r["layer"], "keep": r["keep"],
+           "oracle": oracle[(r["layer"], r["keep"])], "gap": oracle[(r["layer"], r["keep"])] - r["accuracy"]}
+          for r in rows if r["method"] not in BOUNDS + CONTROLS and (r["layer"], r["keep"]) in oracle]
   vs_random = _compare_table(pairs, n)
   return {
       "full_bounds": full_bounds(full, task, plan.get("full_plans", [])),

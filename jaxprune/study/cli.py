@@ -38,7 +38,8 @@ class StudyError(EvalError):
 def build_study_parser() -> argparse.ArgumentParser:
   p = build_parser()
   p.prog, p.description = "python -m jaxprune.study", __doc__.split("\n\n")[0]
-  p.set_defaults(method=None, keep=None, output_path=None)
+  # timing is off: the report reads FLOPs, and timing a plan's prefill compiles it once more
+  p.set_defaults(method=None, keep=None, output_path=None, time_batches=0)
   for action in p._actions:  # the study's meaning of the flags it plans itself
     if action.dest == "method":
       action.help = "methods to sweep (comma list of names; default: every registered method the model can run)"
@@ -46,6 +47,13 @@ def build_study_parser() -> argparse.ArgumentParser:
       action.help = "layers to prune at (default: first, second, a quarter, half, three quarters, last two)"
     elif action.dest == "keep":
       action.help = "visual-token budgets (default: 1/36, 1/18, 1/9, 2/9 of one image's tokens)"
+    elif action.dest in ("blind", "drop_blind", "per_plan", "no_plots"):
+      action.help = argparse.SUPPRESS  # the study runs its own stages (and refuses these) and its own plots
+    elif action.dest == "time_batches":
+      action.help = "batches per plan whose prefill is timed (default 0: the report reads FLOPs; timing compiles more)"
+    elif action.dest == "fork_rows":
+      action.help = ("rows (plans x batch) per stacked continuation; raise it on small models: compiles dominate a "
+                     "study, and a stack of plans is one program (benchmarks/study_cost.py)")
     elif action.dest == "output_path":
       action.help = "the study's directory (required): full/, blind/, sweep/, analysis.json, README.md"
   p.add_argument("--seeds", default="0,1,2", help="draws of the `random` control, one plan each (e.g. 0,1,2)")

@@ -62,19 +62,52 @@ def _latesim_table(comparisons: list[dict], plans: list[dict]) -> list[str]:
   return _table(["keep", "layer", "latesim %"] + [f"vs {o}" for o in others], rows)
 
 
+def _mean(values) -> float | None:
+  present = [v for v in values if v is not None]  # a band without relevant slots has no recall
+  return sum(present) / len(present) if present else None
+
+
+def _position_rows(plans: list[dict], keep: int) -> list[tuple[str, dict]]:
+  """(label, position) per method and layer at `keep`: `random`'s draws averaged, and layers at which a method
+  keeps the very same cells (vision-side signals, the bounds) folded into one row."""
+  groups: dict[tuple, list[dict]] = {}
+  for p in plans:
+    if p["keep"] == keep and p["position"] is not None:
+      groups.setdefault((p["method"], p["layer"]), []).append(p["position"])
+  folded: dict[tuple, list[int]] = {}
+  for (method, layer), positions in groups.items():
+    mean = {k: None if positions[0][k] is None else [_mean(x) for x in zip(*(pos[k] for pos in positions))]
+            for k in positions[0]}
+    key = (method, json.dumps(mean, sort_keys=True))
+    folded.setdefault(key, []).append(layer)
+  rows = []
+  for (method, mean), layers in folded.items():
+    draws = len(groups[(method, layers[0])])
+    label = f"{method}@{','.join(map(str, layers))}:{keep}" + (f" ({draws} draws)" if draws > 1 else "")
+    rows.append((label, json.loads(mean)))
+  return rows
+
+
 def _position_table(plans: list[dict], keep: int) -> list[str]:
-  chosen = [p for p in plans if p["keep"] == keep and p["position"] is not None]
-  if not chosen:
+  rows = _position_rows(plans, keep)
+  if not rows:
     return ["(no kept-token positions recorded)"]
-  relevance = any(p["position"]["recall"] is not None for p in chosen)
+  relevance = any(pos["recall"] is not None for _, pos in rows)
   bands = [f"band {b + 1}" for b in range(BANDS)]
   header = ["plan"] + [f"kept share, {b}" for b in bands] + ([f"recall, {b}" for b in bands] if relevance else [])
-  rows = [["(all slots)"] + [_pct(x) for x in chosen[0]["position"]["slot_share"]] + (["-"] * BANDS if relevance else [])]
-  for p in chosen:
-    pos = p["position"]
-    rows.append([p["plan"]] + [_pct(x) for x in pos["kept_share"]]
-                + ([_pct(x) for x in pos["recall"] or [None] * BANDS] if relevance else []))
-  return _table(header, rows)
+  table = [["(all slots)"] + [_pct(x) for x in rows[0][1]["slot_share"]] + (["-"] * BANDS if relevance else [])]
+  for label, pos in rows:
+    table.append([label] + [_pct(x) for x in pos["kept_share"]]
+                 + ([_pct(x) for x in pos["recall"] or [None] * BANDS] if relevance else []))
+  return _table(header, table)
+
+
+def _wide(entries: list[dict], keeps: list[int], value) -> list[list[str]]:
+  """Rows method@layer (in entry order), one column per budget, cells value(entry)."""
+  cells: dict[str, dict] = {}
+  for e in entries:
+    cells.setdefault(f"{e['method']}@{e['layer']}" if "method" in e else str(e["layer"]), {})[e["keep"]] = e
+  return [[name] + [value(by_keep[k]) if k in by_keep else "-" for k in keeps] for name, by_keep in cells.items()]
 
 
 def _bounds(task: dict) -> list[str]:
@@ -86,6 +119,51 @@ def _bounds(task: dict) -> list[str]:
           ""]
 
 
+def _summary(task: dict, keeps: list[int]) -> list[str]:
+  """The findings a reader wants first, stated from the tables below (no judgement beyond them)."""
+  horizon = {k: task["horizon"].get(str(k)) for k in keeps}
+  lines = ["### Summary", "",
+           "- Information horizon (first layer from which `random` stays within "
+           f"{100 * HORIZON_POINTS:.0f} points of unpruned): "
+           + ", ".join(f"keep {k}: {'none' if h is None else f'layer {h}'}" for k, h in horizon.items()) + "."]
+  for b in task["best"]:
+    beat = ", ".join(f"`{p}`" for p in b["beat_random"]) or "none"
+    lines.append(f"- keep {b['keep']}: beat the same-layer `random` after Holm: {beat}; most accuracy per FLOP: "
+                 f"`{b['per_flop']}` ({_pct(b['per_flop_accuracy'])} at {b['per_flop_flops_ratio']:.2f}x FLOPs).")
+  ours = [c for c in task["vs_random"] if c["method"] == "latesim"]
+  if ours:
+    count = {v: sum(c["verdict"] == v for c in ours) for v in ("better", "tie", "worse")}
+    lines.append(f"- `latesim` against the same-layer `random` over {len(ours)} (layer, budget) cells: better in "
+                 f"{count['better']}, tied in {count['tie']}, worse in {count['worse']}.")
+  rivals: dict[tuple, list[str]] = {}
+  for c in task["latesim_vs"]:
+    rivals.setdefault((c["layer"], c["keep"]), []).append(c["verdict"])
+  if rivals:
+    top = sum(all(v == "better" for v in vs) for vs in rivals.values())
+    beaten = sum(any(v == "worse" for v in vs) for vs in rivals.values())
+    lines.append(f"- `latesim` against every other signal at its layer and budget: better than all of them in {top} "
+                 f"of {len(rivals)} cells; some other signal is better in {beaten}.")
+  lines += _position_summary(task, keeps[len(keeps) // 2])
+  return lines + [""]
+
+
+def _position_summary(task: dict, keep: int) -> list[str]:
+  """latesim's most over-represented band per layer at `keep` (against the bands' share of all slots)."""
+  by_band: dict[int, list[tuple[int, float]]] = {}
+  for p in task["plans"]:
+    if p["method"] == "latesim" and p["keep"] == keep and p["position"]:
+      share, slots = p["position"]["kept_share"], p["position"]["slot_share"]
+      band = max(range(BANDS), key=lambda b: share[b] - slots[b])
+      by_band.setdefault(band, []).append((p["layer"], share[band]))
+  if not by_band:
+    return []
+  parts = [f"band {band + 1} at layer(s) {','.join(str(layer) for layer, _ in at)} "
+           f"({'-'.join(dict.fromkeys(_pct(f(s for _, s in at), 0) for f in (min, max)))}% of kept tokens)"
+           for band, at in sorted(by_band.items(), key=lambda kv: kv[1][0][0])]
+  return [f"- Where `latesim` keeps tokens at keep {keep} (band 1 = top, against each band's share of all slots): most "
+          f"over-represented is {'; '.join(parts)}. Not free of position bias: see the last table."]
+
+
 def task_section(name: str, task: dict, study: dict, plots: dict[str, str]) -> list[str]:
   keeps, acc, items = study["keeps"], task["accuracy"], task["items"]
   lines = [f"## {name}", "",
@@ -93,7 +171,7 @@ def task_section(name: str, task: dict, study: dict, plots: dict[str, str]) -> l
            f"sweep runs on the other {items['swept']}. Accuracy: unpruned {_pct(acc['full'])} on all items, blind "
            f"{_pct(acc['blind'])}, unpruned {_pct(acc['swept_unpruned'])} on the swept items (every number below "
            f"is on the swept items).", "",
-           *_bounds(task), "### Layer profile and information horizon", "",
+           *_summary(task, keeps), *_bounds(task), "### Layer profile and information horizon", "",
            f"`random` accuracy by pruning layer (mean of {len(study['seeds'])} per-item draws, range across draws). "
            f"The horizon is the first layer from which `random` loses at most {100 * HORIZON_POINTS:.0f} points to "
            "unpruned at every later swept layer.", "", *_profile(task, keeps), ""]
@@ -122,16 +200,17 @@ def task_section(name: str, task: dict, study: dict, plots: dict[str, str]) -> l
               "across this table.", "", *_latesim_table(task["latesim_vs"], task["plans"]), ""]
   if task["oracle_gap"]:
     lines += ["### Distance from the oracle bound", "",
-              *_table(["plan", "oracle acc %", "gap, points"],
-                      [[f"`{g['plan']}`", _pct(g["oracle"]), _pct(g["gap"])] for g in task["oracle_gap"]]), ""]
+              "Points below `oracle` at the same layer and budget.", "",
+              *_table(["method@layer"] + [f"keep {k}" for k in keeps],
+                      _wide(task["oracle_gap"], keeps, lambda g: _pct(g["gap"]))), ""]
   if task.get("recall_vs_accuracy"):
     rhos = [g["rho"] for g in task["recall_vs_accuracy"] if g["rho"] is not None]
     lines += ["### Does keeping the relevant tokens help?", "",
               "Per pruning layer and budget, over the plans that prune there (bounds excluded): Spearman's rank "
-              "correlation between relevance recall and accuracy.", "",
-              *_table(["layer", "keep", "plans", "rho"],
-                      [[str(g["layer"]), str(g["keep"]), str(g["plans"]),
-                        "-" if g["rho"] is None else f"{g['rho']:+.2f}"] for g in task["recall_vs_accuracy"]]),
+              "correlation between relevance recall and accuracy (plans in brackets).", "",
+              *_table(["layer"] + [f"keep {k}" for k in keeps],
+                      _wide(task["recall_vs_accuracy"], keeps,
+                            lambda g: "-" if g["rho"] is None else f"{g['rho']:+.2f} ({g['plans']})")),
               "", f"Positive in {sum(r > 0 for r in rhos)} of {len(rhos)} groups with a ranking.", ""]
   keep = keeps[len(keeps) // 2]  # a middle budget: at the smallest every method keeps few cells anywhere
   lines += ["### Where kept tokens lie", "",
@@ -151,7 +230,7 @@ def _plots(name: str, task: dict, study: dict, out: Path) -> dict[str, str]:
   meta = {"Software": None}  # no version string: the same analysis gives the same bytes on any matplotlib
   files = {}
   fig, ax = plt.subplots(figsize=(6, 3.6))
-  for keep, points in task["random"].items():
+  for keep, points in sorted(task["random"].items(), key=lambda kv: int(kv[0])):  # JSON keys sort as text
     ax.plot([p["layer"] for p in points], [100 * p["mean"] for p in points], marker="o", label=f"random, keep {keep}")
   ax.axhline(100 * task["accuracy"]["swept_unpruned"], color="k", ls="--", lw=1, label="unpruned")
   ax.set(xlabel="pruning layer", ylabel="accuracy %", title=f"{name}: layer profile")
@@ -160,9 +239,11 @@ def _plots(name: str, task: dict, study: dict, out: Path) -> dict[str, str]:
   fig.savefig(out / files["profile"], dpi=110, bbox_inches="tight", metadata=meta)
   plt.close(fig)
   fig, ax = plt.subplots(figsize=(6, 3.6))
-  for method in sorted({p["method"] for p in task["plans"]}):
+  colors = plt.get_cmap("tab20")  # more methods than the default cycle's ten colours
+  for i, method in enumerate(sorted({p["method"] for p in task["plans"]})):
     pts = [p for p in task["plans"] if p["method"] == method]
-    ax.scatter([p["flops_ratio"] for p in pts], [100 * p["accuracy"] for p in pts], s=12, label=method)
+    ax.scatter([p["flops_ratio"] for p in pts], [100 * p["accuracy"] for p in pts], s=12, label=method,
+               color=colors(i % 20))
   front, best = [], -1.0
   for p in sorted(task["plans"], key=lambda p: (p["flops_ratio"], -p["accuracy"])):
     if p["accuracy"] > best and p["method"] not in ("oracle", "anti-oracle"):

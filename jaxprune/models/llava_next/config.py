@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from jaxprune.models import llava
-from jaxprune.models.config import DecoderReadout, TextConfig, ViTConfig
+from jaxprune.models.config import DynamicResolution, TextConfig, ViTConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class LlavaNextConfig(DecoderReadout):
+class LlavaNextConfig(DynamicResolution):
   """CLIP over every crop -> 2-layer projector -> unpad + image newlines -> tokens at `<image>` ids -> decoder.
 
   `clip` is the LLaVA-1.5 config (the `llava` family's, read from the same config.json) that one crop runs through:
@@ -60,15 +60,6 @@ class LlavaNextConfig(DecoderReadout):
     return self.clip.projector_bias
 
   # ---- what pruning, cost and eval read (models/base.py: VLMConfig)
-
-  @property
-  def visual_tokens_per_image(self) -> None:
-    """AnyRes: the count depends on the image's size (base view + unpadded crops + one newline per row)."""
-    return None
-
-  @property
-  def grid(self) -> None:
-    return None
 
   @property
   def vision_signals(self) -> frozenset[str]:

@@ -7,12 +7,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from jaxprune.models.config import DecoderReadout, TextConfig, check_token_ids, get_first, key_of
+from jaxprune.models.config import DynamicResolution, TextConfig, check_token_ids, get_first, key_of
 from jaxprune.models.siglip import SiglipVisionConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class OnevisionConfig(DecoderReadout):
+class OnevisionConfig(DynamicResolution):
   """SigLIP crops -> 2-layer projector -> unpad + image newlines -> tokens at `<image>` ids -> Qwen2 decoder."""
 
   text: TextConfig
@@ -25,15 +25,6 @@ class OnevisionConfig(DecoderReadout):
   # (height, width) in pixels of every crop layout AnyRes may pick
   image_grid_pinpoints: tuple[tuple[int, int], ...] = ((384, 384),)
   max_num_patches: int = 9  # "anyres_max_9": the unpadded crop grid is shrunk to about 9 crops' tokens
-
-  @property
-  def visual_tokens_per_image(self) -> None:
-    """AnyRes: the count depends on the image's size (base view + unpadded crops + one newline per row)."""
-    return None
-
-  @property
-  def grid(self) -> None:
-    return None
 
   @property
   def vision_signals(self) -> frozenset[str]:

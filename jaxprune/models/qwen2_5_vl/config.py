@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from jaxprune.models.config import DecoderReadout, TextConfig, check_token_ids
+from jaxprune.models.config import DynamicResolution, TextConfig, check_token_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Qwen25VisionConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Qwen25VLConfig(DecoderReadout):
+class Qwen25VLConfig(DynamicResolution):
   """Qwen2.5-VL: vision tower -> merged visual tokens placed at `<|image_pad|>` ids -> Qwen2 decoder (M-RoPE)."""
 
   ROPE_AXES: ClassVar[int] = 3  # M-RoPE: (t, row, col) position ids
@@ -85,16 +85,6 @@ class Qwen25VLConfig(DecoderReadout):
   video_token_id: int = 151656
   vision_start_token_id: int = 151652
   vision_end_token_id: int = 151653
-
-  @property
-  def visual_tokens_per_image(self) -> None:
-    """Dynamic resolution: an image of t x h x w patches gives t*h*w/4 tokens (see `host.merged_tokens`)."""
-    return None
-
-  @property
-  def grid(self) -> None:
-    """No fixed token grid: each image has its own (the layout's grid_h, grid_w)."""
-    return None
 
   @property
   def vision_signals(self) -> frozenset[str]:

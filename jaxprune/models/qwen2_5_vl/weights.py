@@ -1,4 +1,4 @@
-"""Declarative HF -> jaxprune weight map for Qwen2.5-VL, and a safetensors loader.
+"""Declarative HF -> jaxprune weight map for Qwen2.5-VL (`jaxprune.convert` loads by it).
 
 Rules are `(hf_key_regex, target_path, transform)` as in the other families' maps. Two key layouts: hub
 checkpoints (Qwen/Qwen2.5-VL-3B-Instruct, -7B-Instruct) and transformers 5's `save_pretrained` use `visual.*`,
@@ -8,9 +8,7 @@ checkpoints (Qwen/Qwen2.5-VL-3B-Instruct, -7B-Instruct) and transformers 5's `sa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -50,22 +48,3 @@ QWEN2_5_VL: tuple[tuple[str, str | None, Callable | None], ...] = (
     (_LM + r"norm\.weight", "language_model.norm.weight", None),
     (r"lm_head\.weight", "language_model.lm_head.kernel", linear),
 )
-
-
-def load_qwen(path: str | Path, dtype: str = "bfloat16"):
-  """An HF Qwen2.5-VL directory (config.json + safetensors) -> (Qwen25VL, Qwen25VLConfig).
-
-  The converter's own `load_model` does the same once the family is registered; this works before that, and
-  imports the converter lazily because `jaxprune.convert` imports the model registry, which imports this family.
-  """
-  import jax.numpy as jnp
-
-  from jaxprune.convert.hf import fill_state, iter_safetensors
-  from jaxprune.models.qwen2_5_vl import FAMILY
-  path = Path(path)
-  config_file = path / "config.json"
-  if not config_file.exists():
-    raise ValueError(f"{path}: no config.json")
-  cfg = FAMILY.config_from_hf(json.loads(config_file.read_text()))
-  model = fill_state(FAMILY, cfg, iter_safetensors(path), jnp.dtype(dtype), str(path))
-  return model, cfg
