@@ -99,6 +99,10 @@ def test_default_layers_and_budgets():
     (["--output-path", "x", "--bootstrap", "5"], "--bootstrap 5: use at least 100"),
     (["--output-path", "x", "--batch-size", "0"], "--batch-size 0: must be >= 1"),
     (["--output-path", "/nonexistent/study", "--render-only"], "analysis.json: missing"),
+    (["--output-path", "x", "--tasks", "easyvqa,nope"], "--tasks nope: unknown task 'nope' (known: easyvqa"),
+    (["--output-path", "x", "--model", "llava-easyvqa", "--method", "none"], "the unpruned baseline always runs"),
+    (["--output-path", "x", "--model", "llava-easyvqa", "--keep", "8,300"], "one image has 256 visual tokens"),
+    (["--output-path", "x", "--model", "llava-easyvqa", "--layer", "2"], "--layer 2: every value must lie in [0, 2)"),
 ])
 def test_bad_flags_answer_in_one_line(argv, message, capsys):
   assert study_cli.main(argv) == 2

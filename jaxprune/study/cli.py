@@ -20,9 +20,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jaxprune.data.tasks import task_for
 from jaxprune.eval.cli import SEED_MAX, build_parser
 from jaxprune.eval.cli import parse_args as parse_eval_args
-from jaxprune.eval.common import EvalError
+from jaxprune.eval.common import EvalError, split_list
 
 STAGES = ("full", "blind", "sweep")
 # Flags the study sets for each stage itself; a user value for them would be silently overridden, so refuse it.
@@ -83,6 +84,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     raise StudyError(f"--bootstrap {args.bootstrap}: use at least 100 resamples")
   # the eval's own checks, before anything loads; its namespace has --model-args merged into the flags
   args.eval = parse_eval_args([*_eval_argv(args), "--output-path", args.output_path])
+  for task in split_list(args.eval.tasks):
+    try:
+      task_for(task)  # the registry alone: no data is read yet
+    except ValueError as e:
+      raise StudyError(f"--tasks {task}: {e}") from None
   return args
 
 

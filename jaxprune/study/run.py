@@ -41,8 +41,8 @@ def _ints(text: str, flag: str, low: int, high: int | None = None) -> list[int]:
     raise StudyError(f"{flag} {text}: expected comma-separated integers") from None
   bad = [v for v in values if v < low or (high is not None and v >= high)]
   if not values or bad:
-    where = f"[{low}, {high})" if high is not None else f">= {low}"
-    raise StudyError(f"{flag} {text}: every value must lie in {where}")
+    where = f"lie in [{low}, {high})" if high is not None else f"be >= {low}"
+    raise StudyError(f"{flag} {text}: every value must {where}")
   return sorted(set(values))
 
 
@@ -84,10 +84,15 @@ def plan_study(args) -> dict:
   signals = frozenset.intersection(*(task_relevance_signals(t, cfg) for t in tasks))
   layers = default_layers(cfg.num_layers) if args.layer is None else _ints(args.layer, "--layer", 0, cfg.num_layers)
   keeps = default_keeps(cfg) if args.keep is None else _ints(args.keep, "--keep", 1)
+  nv = cfg.visual_tokens_per_image
+  if nv is not None and max(keeps) >= nv:
+    raise StudyError(f"--keep {args.keep}: one image has {nv} visual tokens; a study prunes to fewer")
   methods = list(METHODS) if args.method is None else split_list(args.method)
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
-    raise StudyError(f"--method {','.join(unknown)}: unknown (known: {', '.join(METHODS)})")
+    why = "the unpruned baseline always runs; " if unknown == ["none"] else ""
+    raise StudyError(f"--method {','.join(unknown)}: {why or 'unknown; '}give method names (known: "
+                     f"{', '.join(METHODS)})")
   if "random" not in methods:
     methods.append("random")  # the same-layer control every verdict is read against
   plans, notes = sweep_plans(cfg, signals, methods, layers, keeps, args.seeds)

@@ -284,3 +284,73 @@ class Runs:
       samples, _ = self.inputs("batch")
       self._hf = [self.case.hf_forward(s, output_attentions=True, output_hidden_states=True) for s in samples]
     return self._hf
+
+
+def unit_norms_randomized(hf, scale: float = 0.15, is_norm=lambda name: "norm" in name) -> None:
+  """transformers' init (std 0.02, unit norms, zero biases) hides mapping mistakes under 1e-4: norm weights near 1
+  (where `is_norm(name)`), every other tensor N(0, scale) (biases N(0, 0.1)), so every mapped tensor matters."""
+  with torch.no_grad():
+    for name, param in hf.named_parameters():
+      if is_norm(name) and name.endswith("weight"):
+        param.copy_(1 + 0.2 * torch.randn_like(param))
+      else:
+        param.normal_(0.0, scale if param.dim() > 1 else 0.1)
+
+
+def save_and_reload(model_class, hf_config, path, seed: int, randomize, *, eager: bool = True):
+  """A tiny random `model_class(hf_config)` (weights set by `randomize(hf)`), saved to `path` and reloaded as
+  transformers runs a checkpoint directory -> the HF torch model in eval mode (eager attention: readable weights)."""
+  torch.manual_seed(seed)
+  hf = model_class(hf_config).eval()
+  randomize(hf)
+  hf.save_pretrained(path)
+  hf = model_class.from_pretrained(path, dtype=torch.float32).eval()
+  if eager:
+    hf.set_attn_implementation("eager")
+  return hf
+
+
+def anyres_image(host, size, cfg, seed: int, side: int):
+  """One AnyRes image of original `size` (h, w): random crops (side x side pixels) as the family's host lays them."""
+  rng = np.random.RandomState(seed)
+  return host.Image(crops=rng.randn(host.num_crops(size, cfg), 3, side, side).astype(np.float32), size=size)
+
+
+def anyres_hf_inputs(images) -> dict:
+  """transformers' keywords for one prompt's AnyRes images: crops padded to the most crops, and the sizes."""
+  if not images:
+    return {}
+  most = max(len(im.crops) for im in images)
+  crops = np.stack([np.pad(im.crops, ((0, most - len(im.crops)),) + ((0, 0),) * 3) for im in images])
+  return dict(pixel_values=torch.tensor(crops), image_sizes=torch.tensor([im.size for im in images]))
+
+
+class AnyResCase(Case):
+  """The AnyRes families' shared hooks (LLaVA-OneVision, LLaVA-NeXT): one `<image>` placeholder that the host
+  expands into the image's views, batches packed by the host with crop buckets. A subclass names its host module
+  and its checkpoint helpers (`save_tiny(path, seed)`, `draw_image(size, cfg, seed)`, `hf_image_inputs(images)`,
+  each a staticmethod)."""
+
+  host: Any  # the family's host module (expand_image_tokens, pack_batch)
+
+  @classmethod
+  def build(cls, path):
+    from jaxprune.convert.hf import load_model
+    hf = cls.save_tiny(path, seed=0)
+    return cls(hf, load_model(path, dtype="float32"), path)
+
+  def image(self, variant, seed):
+    return self.draw_image(variant, self.config, seed)
+
+  def placeholder(self, image):
+    return [self.image_token]
+
+  def expand(self, ids, images):
+    return self.host.expand_image_tokens(ids, images, self.config)
+
+  def pack(self, ids, images, spans, **buckets):
+    query = [(np.arange(len(x)) >= start) & (np.arange(len(x)) < end) for x, (start, end) in zip(ids, spans)]
+    return self.host.pack_batch(ids, images, self.config, query=query, **buckets)
+
+  def hf_images(self, sample, ids):
+    return self.hf_image_inputs(sample.images)

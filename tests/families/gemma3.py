@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from families.base import Case
+from families.base import Case, save_and_reload
 from families.llava import stack_images
 from jaxprune.generate import pad_batch
 
@@ -51,13 +51,7 @@ def save_tiny_gemma(path, seed: int):
   """A tiny random Gemma 3 saved to `path` and reloaded as transformers runs a checkpoint (eager attention, so
   attention weights can be read) -> the HF torch model in eval mode."""
   from transformers import Gemma3ForConditionalGeneration
-  torch.manual_seed(seed)
-  hf = Gemma3ForConditionalGeneration(hf_config()).eval()
-  randomize(hf)
-  hf.save_pretrained(path)
-  hf = Gemma3ForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
-  hf.set_attn_implementation("eager")
-  return hf
+  return save_and_reload(Gemma3ForConditionalGeneration, hf_config(), path, seed, randomize)
 
 
 def pixels_for(n, seed):

@@ -3,10 +3,7 @@ Llama decoder) and its conformance fixture."""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
-from families.base import Case
+from families.base import AnyResCase, anyres_hf_inputs, anyres_image, save_and_reload, unit_norms_randomized
 from jaxprune.models.llava_next import host
 
 IMAGE = 150
@@ -31,38 +28,20 @@ def hf_config():
 
 
 def save_tiny_next(path, seed: int):
-  """A tiny random LLaVA-NeXT (weights, norms and biases larger than transformers' init, so every mapped tensor
-  matters at 1e-4) saved to `path` and reloaded -> the HF torch model (eager attention)."""
+  """A tiny random LLaVA-NeXT (larger weights and norms, see `unit_norms_randomized`) saved to `path` and reloaded
+  -> the HF torch model (eager attention)."""
   from transformers import LlavaNextForConditionalGeneration
-  torch.manual_seed(seed)
-  hf = LlavaNextForConditionalGeneration(hf_config()).eval()
-  with torch.no_grad():
-    for name, param in hf.named_parameters():
-      if "norm" in name and name.endswith("weight"):
-        param.copy_(1 + 0.2 * torch.randn_like(param))
-      else:
-        param.normal_(0.0, 0.15 if param.dim() > 1 else 0.1)
-  hf.save_pretrained(path)
-  hf = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
-  hf.set_attn_implementation("eager")
-  return hf
+  return save_and_reload(LlavaNextForConditionalGeneration, hf_config(), path, seed, unit_norms_randomized)
 
 
 def image_for(size, cfg, seed):
-  rng = np.random.RandomState(seed)
-  return host.Image(crops=rng.randn(host.num_crops(size, cfg), 3, S, S).astype(np.float32), size=size)
+  return anyres_image(host, size, cfg, seed, S)
 
 
-def hf_image_inputs(images) -> dict:
-  """transformers' keywords for one prompt's images: crops padded to the most crops, and the original sizes."""
-  if not images:
-    return {}
-  most = max(len(im.crops) for im in images)
-  crops = np.stack([np.pad(im.crops, ((0, most - len(im.crops)),) + ((0, 0),) * 3) for im in images])
-  return dict(pixel_values=torch.tensor(crops), image_sizes=torch.tensor([im.size for im in images]))
+hf_image_inputs = anyres_hf_inputs
 
 
-class NextCase(Case):
+class NextCase(AnyResCase):
   image_token = IMAGE
   image_id_counts_views = True  # each image's base view and its crops view are two views
   one_image = (ONE, ROWS, COLS, SQUARE)
@@ -72,24 +51,7 @@ class NextCase(Case):
   buckets = dict(length_multiple=128, visual_multiple=16, crop_multiple=8)
   alone_buckets = dict(length_multiple=96)
 
-  @classmethod
-  def build(cls, path):
-    from jaxprune.convert.hf import load_model
-    hf = save_tiny_next(path, seed=0)
-    return cls(hf, load_model(path, dtype="float32"), path)
-
-  def image(self, variant, seed):
-    return image_for(variant, self.config, seed)
-
-  def placeholder(self, image):
-    return [IMAGE]
-
-  def expand(self, ids, images):
-    return host.expand_image_tokens(ids, images, self.config)
-
-  def pack(self, ids, images, spans, **buckets):
-    query = [(np.arange(len(x)) >= start) & (np.arange(len(x)) < end) for x, (start, end) in zip(ids, spans)]
-    return host.pack_batch(ids, images, self.config, query=query, **buckets)
-
-  def hf_images(self, sample, ids):
-    return hf_image_inputs(sample.images)
+  host = host
+  save_tiny = staticmethod(save_tiny_next)
+  draw_image = staticmethod(image_for)
+  hf_image_inputs = staticmethod(hf_image_inputs)

@@ -3,10 +3,9 @@ image-newline slots, Qwen2 decoder) and its conformance fixture."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from families.base import Case
+from families.base import AnyResCase, anyres_hf_inputs, anyres_image, save_and_reload, unit_norms_randomized
 from jaxprune.models.llava_onevision import host
 
 IMAGE, VIDEO = 150, 151
@@ -31,46 +30,25 @@ def hf_config():
                               vision_feature_select_strategy="full", tie_word_embeddings=False)
 
 
-def randomize(hf, scale=0.15):
-  """Larger random weights, norms and biases than transformers' init, so every mapped tensor matters at 1e-4."""
-  with torch.no_grad():
-    for name, param in hf.named_parameters():
-      if "norm" in name and name.endswith("weight"):
-        param.copy_(1 + 0.2 * torch.randn_like(param))
-      else:
-        param.normal_(0.0, scale if param.dim() > 1 else 0.1)
-
-
 def save_tiny_onevision(path, seed: int):
   """A tiny random LLaVA-OneVision saved to `path` and reloaded -> the HF torch model (eager attention)."""
   from transformers import LlavaOnevisionForConditionalGeneration
-  torch.manual_seed(seed)
-  hf = LlavaOnevisionForConditionalGeneration(hf_config()).eval()
-  randomize(hf)
-  hf.save_pretrained(path)
-  hf = LlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
-  hf.set_attn_implementation("eager")
-  return hf
+  return save_and_reload(LlavaOnevisionForConditionalGeneration, hf_config(), path, seed, unit_norms_randomized)
 
 
 def image_for(size, cfg, seed):
-  rng = np.random.RandomState(seed)
-  return host.Image(crops=rng.randn(host.num_crops(size, cfg), 3, S, S).astype(np.float32), size=size)
+  return anyres_image(host, size, cfg, seed, S)
 
 
 def hf_image_inputs(images) -> dict:
-  """transformers' keywords for one prompt's images: crops padded to the most crops, sizes, image count."""
-  if not images:
-    return {}
-  most = max(len(im.crops) for im in images)
-  crops = np.stack([np.pad(im.crops, ((0, most - len(im.crops)),) + ((0, 0),) * 3) for im in images])
-  kwargs = dict(pixel_values=torch.tensor(crops), image_sizes=torch.tensor([im.size for im in images]))
+  """transformers' keywords for one prompt's images (`anyres_hf_inputs`), and its image count for several."""
+  kwargs = anyres_hf_inputs(images)
   if len(images) > 1:
     kwargs["batch_num_images"] = torch.tensor([len(images)])
   return kwargs
 
 
-class OnevisionCase(Case):
+class OnevisionCase(AnyResCase):
   image_token = IMAGE
   image_id_counts_views = True  # each image's base view and its newline token are views 2k and 2k + 1
   one_image = tuple(SIZES)
@@ -81,24 +59,7 @@ class OnevisionCase(Case):
   buckets = dict(length_multiple=128, visual_multiple=16, crop_multiple=8)
   alone_buckets = dict(length_multiple=96)
 
-  @classmethod
-  def build(cls, path):
-    from jaxprune.convert.hf import load_model
-    hf = save_tiny_onevision(path, seed=0)
-    return cls(hf, load_model(path, dtype="float32"), path)
-
-  def image(self, variant, seed):
-    return image_for(variant, self.config, seed)
-
-  def placeholder(self, image):
-    return [IMAGE]
-
-  def expand(self, ids, images):
-    return host.expand_image_tokens(ids, images, self.config)
-
-  def pack(self, ids, images, spans, **buckets):
-    query = [(np.arange(len(x)) >= start) & (np.arange(len(x)) < end) for x, (start, end) in zip(ids, spans)]
-    return host.pack_batch(ids, images, self.config, query=query, **buckets)
-
-  def hf_images(self, sample, ids):
-    return hf_image_inputs(sample.images)
+  host = host
+  save_tiny = staticmethod(save_tiny_onevision)
+  draw_image = staticmethod(image_for)
+  hf_image_inputs = staticmethod(hf_image_inputs)

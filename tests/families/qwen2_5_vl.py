@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from families.base import Case
+from families.base import Case, save_and_reload
 from jaxprune.models.qwen2_5_vl import host
 
 IMAGE, VIDEO, START, END = 150, 151, 152, 153
@@ -44,11 +44,7 @@ def save_tiny_qwen(path, seed: int):
   """A tiny random Qwen2.5-VL (larger weights, see `randomize`) saved to `path`, reloaded as transformers runs a
   checkpoint directory -> the HF torch model in eval mode."""
   from transformers import Qwen2_5_VLForConditionalGeneration
-  torch.manual_seed(seed)
-  hf = Qwen2_5_VLForConditionalGeneration(hf_config()).eval()
-  randomize(hf)
-  hf.save_pretrained(path)
-  return Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
+  return save_and_reload(Qwen2_5_VLForConditionalGeneration, hf_config(), path, seed, randomize, eager=False)
 
 
 def patches_for(grid, seed):
