@@ -99,7 +99,7 @@ def main(argv=None) -> int:
   flags += ["--fork-rows", str(args.fork_rows)]
   study = study_cli.parse_args(flags)
   plan = plan_study(study)
-  shared = study_cli._eval_argv(study)
+  shared = study_cli.stage_argv(study)
   for stage, extra in (("full", ["--method", "none"]), ("blind", ["--blind"])):  # not metered: the sweep is
     assert jeval.main([*shared, *extra, "--output-path", str(work / stage)]) == 0
   meters = Meters()

@@ -10,6 +10,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from families.base import unpruned_logits
 from families.gemma3 import (
   BOI,
   BUCKET,
@@ -25,21 +26,12 @@ from families.gemma3 import (
 from flax import nnx
 from PIL import Image
 
-from jaxprune.core import decoding
 from jaxprune.generate import pad_batch, prefill
 from jaxprune.models.gemma3 import HUB_CONFIGS, SHAPES, Gemma3Config, Gemma3Host
 from jaxprune.prune.pipeline import Pruner
 
 TOL = 1e-4
 QUESTION = 4  # the last 4 tokens of a prompt are its question
-
-
-@nnx.jit
-def forward(model, inputs):
-  """Unpruned prefill -> logits [B, L, V]."""
-  tokens, _ = model.input_tokens(inputs)
-  h, _, _ = decoding.prefill(model.language_model, tokens, extra_slots=0)
-  return model.language_model.logits(h)
 
 
 def test_config_reads_both_rope_layouts_and_the_weight_map(tiny_gemma):
@@ -142,7 +134,7 @@ def test_host_prompt_and_pixels_equal_the_processor_and_logits_match(tiny_gemma,
   np.testing.assert_array_equal(pixels, ref["pixel_values"])
   inputs = host.batch([p], host.join([pixels]), batch_size=1, bucket=BUCKET, pad_id=0)
   assert np.asarray(inputs.query)[0].sum() == len(question.split())
-  ours = np.asarray(forward(loaded.model, inputs))[0, -len(p.ids):]
+  ours = np.asarray(unpruned_logits(loaded.model, inputs))[0, -len(p.ids):]
   with torch.no_grad():
     theirs = hf(input_ids=torch.tensor(ref["input_ids"]), pixel_values=torch.tensor(ref["pixel_values"]),
                 token_type_ids=torch.tensor(ref["token_type_ids"])).logits[0].numpy()

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from families.base import image_prompt, unpruned_logits
 from families.llava_next import COLS, GRIDS, IMAGE, ONE, PATCH, PINPOINTS, ROWS, S, hf_config, image_for
 from flax import nnx
 
-from jaxprune.core import decoding
 from jaxprune.models.llava_next import host
 
 TOL = 1e-4
@@ -21,20 +21,7 @@ BUCKETS = dict(length_multiple=192, visual_multiple=160, crop_multiple=16)
 
 
 def prompt(n_before, n_after, n_images, seed):
-  """bos, text, then per image <image> and text (one image token per image, expanded later)."""
-  rng = np.random.RandomState(seed)
-  ids = [1] + rng.randint(3, 140, n_before).tolist()
-  for _ in range(n_images):
-    ids += [IMAGE] + rng.randint(3, 140, n_after).tolist()
-  return ids
-
-
-@nnx.jit
-def forward(model, inputs):
-  """Unpruned prefill -> logits [B, L, V]."""
-  tokens, _ = model.input_tokens(inputs)
-  h, _, _ = decoding.prefill(model.language_model, tokens, extra_slots=0)
-  return model.language_model.logits(h)
+  return image_prompt(n_before, n_after, n_images, seed, [IMAGE])
 
 
 def batch(cfg, samples):
@@ -130,7 +117,7 @@ def test_host_with_the_checkpoints_processor_and_chat_template(tiny_next, tmp_pa
   assert tokenizer.decode(prompts[0].ids[a:b]) == "w5 w6 w7" and IMAGE not in prompts[2].ids
   pixels = [nhost.pixels([im]) for im in pil]
   inputs = nhost.batch(prompts, nhost.join(pixels) + [[]], batch_size=3, bucket=BUCKETS["length_multiple"], pad_id=0)
-  logits = np.asarray(forward(model, inputs))
+  logits = np.asarray(unpruned_logits(model, inputs))
   worst = 0.0
   for row, question in enumerate(questions):
     text = chat_prompt(tokenizer, question, 0 if row == 2 else 1)

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from families.base import image_prompt, unpruned_logits
 from families.llava_onevision import IMAGE, PINPOINTS, SIZES, VIDEO, S, hf_config, image_for
 from flax import nnx
 
-from jaxprune.core import decoding
 from jaxprune.generate import Generator
 from jaxprune.models.llava_onevision import host
 from jaxprune.prompts import chat_prompt
@@ -24,20 +24,7 @@ TOL = 1e-4
 
 
 def prompt(n_before, n_after, n_images, seed):
-  """bos, text, then per image <image> and text (one image token per image, expanded later)."""
-  rng = np.random.RandomState(seed)
-  ids = [1] + rng.randint(3, 140, n_before).tolist()
-  for _ in range(n_images):
-    ids += [IMAGE] + rng.randint(3, 140, n_after).tolist()
-  return ids
-
-
-@nnx.jit
-def forward(model, inputs):
-  """Unpruned prefill -> logits [B, L, V]."""
-  tokens, _ = model.input_tokens(inputs)
-  h, _, _ = decoding.prefill(model.language_model, tokens, extra_slots=0)
-  return model.language_model.logits(h)
+  return image_prompt(n_before, n_after, n_images, seed, [IMAGE])
 
 
 BUCKETS = dict(length_multiple=64, visual_multiple=32, crop_multiple=8)
@@ -155,7 +142,7 @@ def test_host_with_the_checkpoints_processor_and_chat_template(tiny_onevision, t
   pixels = [ohost.pixels([im]) for im in pil]
   inputs = ohost.batch(prompts, ohost.join(pixels) + [[]], batch_size=5, bucket=64, pad_id=0)
   assert inputs.ids.shape[0] == 5
-  logits = np.asarray(forward(model, inputs))
+  logits = np.asarray(unpruned_logits(model, inputs))
   for row, question in enumerate(questions):
     text = chat_prompt(tokenizer, question, 0 if row == 3 else 1)
     ids, kwargs = tokenizer(text, add_special_tokens=False)["input_ids"], {}

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from families.base import unpruned_logits
 from families.gemma3 import BUCKET as GEMMA_BUCKET
 from families.gemma3 import hf_config as gemma_hf_config
 from families.gemma3 import pixels_for
@@ -19,9 +20,7 @@ from families.gemma3 import randomize as gemma_randomize
 from families.llava_onevision import IMAGE as OV_IMAGE
 from families.llava_onevision import hf_config as ov_hf_config
 from PIL import Image
-from test_gemma3 import forward as gemma_forward
 from test_gemma3 import gemma_processor  # noqa: F401 (a fixture)
-from test_llava_onevision import forward as ov_forward
 from test_llava_onevision import local_processor_files
 
 from jaxprune.core.tokens import Tokens, VisionSignals, VisualLayout, make_tokens
@@ -60,7 +59,7 @@ def test_onevision_two_image_prompt_through_the_host_equals_transformers(tiny_on
   with torch.no_grad():
     theirs = hf(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), pixel_values=ref["pixel_values"],
                 image_sizes=ref["image_sizes"], batch_num_images=ref["batch_num_images"]).logits[0].numpy()
-  ours = np.asarray(ov_forward(model, inputs))[0, -len(ids):]
+  ours = np.asarray(unpruned_logits(model, inputs))[0, -len(ids):]
   assert np.abs(ours - theirs).max() <= TOL
 
 
@@ -90,7 +89,7 @@ def test_gemma3_final_logit_softcapping_is_not_applied_as_in_transformers(tmp_pa
   assert np.abs(theirs).max() > 2.0  # the cap would change them
   from jaxprune.generate import pad_batch
   inputs = pad_batch([ids], pad_id=0, multiple=GEMMA_BUCKET, pixels=pixels)
-  ours = np.asarray(gemma_forward(loaded.model, inputs))[0, -len(ids):]
+  ours = np.asarray(unpruned_logits(loaded.model, inputs))[0, -len(ids):]
   assert np.abs(ours - theirs).max() <= TOL
 
 
@@ -114,7 +113,7 @@ def test_gemma3_two_image_prompt_through_the_host_equals_transformers(tiny_gemma
   pixels = ghost.pixels(pil)
   np.testing.assert_array_equal(pixels, ref["pixel_values"])
   inputs = ghost.batch([prompt], ghost.join([pixels]), batch_size=1, bucket=GEMMA_BUCKET, pad_id=0)
-  ours = np.asarray(gemma_forward(loaded.model, inputs))[0, -len(prompt.ids):]
+  ours = np.asarray(unpruned_logits(loaded.model, inputs))[0, -len(prompt.ids):]
   with torch.no_grad():
     theirs = hf(input_ids=torch.tensor(ref["input_ids"]), pixel_values=torch.tensor(ref["pixel_values"]),
                 token_type_ids=torch.tensor(ref["token_type_ids"])).logits[0].numpy()

@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from families.base import image_prompt, unpruned_logits
 from families.qwen2_5_vl import END, GRIDS, IMAGE, START, hf_config, patches_for
 from flax import nnx
 
 from jaxprune.convert.hf import load_model
-from jaxprune.core import decoding
 from jaxprune.generate import Generator
 from jaxprune.models.qwen2_5_vl import host
 from jaxprune.prompts import chat_prompt
@@ -30,12 +30,7 @@ BUCKETS = dict(length_multiple=32, visual_multiple=32, patch_multiple=256)
 
 
 def prompt(n_before, n_after, n_images, seed):
-  """bos, text, then per image <start><image><end> and text (one image token per image, expanded later)."""
-  rng = np.random.RandomState(seed)
-  ids = [1] + rng.randint(3, 140, n_before).tolist()
-  for _ in range(n_images):
-    ids += [START, IMAGE, END] + rng.randint(3, 140, n_after).tolist()
-  return ids
+  return image_prompt(n_before, n_after, n_images, seed, [START, IMAGE, END])
 
 
 def hf_logits(hf, ids, grids, patches):
@@ -46,14 +41,6 @@ def hf_logits(hf, ids, grids, patches):
                   mm_token_type_ids=(ids_t == IMAGE).int())
   with torch.no_grad():
     return hf(input_ids=ids_t, attention_mask=torch.ones_like(ids_t), **kwargs).logits[0].numpy()
-
-
-@nnx.jit
-def forward(model, inputs):
-  """Unpruned prefill -> logits [B, L, V]."""
-  tokens, _ = model.input_tokens(inputs)
-  h, _, _ = decoding.prefill(model.language_model, tokens, extra_slots=0)
-  return model.language_model.logits(h)
 
 
 def batch(cfg, samples, **buckets):
@@ -182,7 +169,7 @@ def test_chat_template_and_image_processor_end_to_end(tiny_qwen, tmp_path):
   prompts = [chat_prompt(tokenizer, "w5 w6 w7", 1), chat_prompt(tokenizer, "w9", 2)]
   assert prompts[1].count("<|image_pad|>") == 2
   inputs = host.build_inputs(tokenizer, image_processor, prompts, images, cfg, **BUCKETS)
-  logits = np.asarray(forward(model, inputs))
+  logits = np.asarray(unpruned_logits(model, inputs))
   for b, (text, imgs) in enumerate(zip(prompts, images)):
     grids, patches = host.preprocess_images(image_processor, imgs)
     ids = host.expand_image_tokens(tokenizer(text, add_special_tokens=False)["input_ids"], grids, cfg)
@@ -319,7 +306,7 @@ def test_host_prompt_span_and_batch_match_transformers(tiny_qwen, tmp_path):
   pixels = qhost.pixels(images)
   inputs = qhost.batch(prompts, pixels + [[]], batch_size=4, bucket=32, pad_id=0)
   assert inputs.ids.shape[0] == 4
-  logits = np.asarray(forward(model, inputs))
+  logits = np.asarray(unpruned_logits(model, inputs))
   for row, (prompt, images_of_row) in enumerate(zip(prompts, [[pixels[0]], [pixels[1]], []])):
     grids = [g for g, _ in images_of_row]
     ids = host.expand_image_tokens(prompt.ids, grids, cfg)

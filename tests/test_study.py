@@ -21,7 +21,8 @@ def _run(model, data, out, tasks, *extra):
   return json.loads((out / "analysis.json").read_text())
 
 
-def _rerendered_bytes_equal(out):
+def assert_rerenders_identically(out):
+  """README and plots, removed and rendered again from analysis.json alone, come back byte for byte."""
   made = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix in (".md", ".png")}
   for name in made:
     (out / name).unlink()
@@ -57,7 +58,7 @@ def test_study_with_relevance_end_to_end(tiny_eval_model, eval_data, tmp_path):
   for heading in ("Layer profile", "Conclusions per budget", "same-layer random", "latesim against every other",
                   "Distance from the oracle", "Where kept tokens lie", "cannot show"):
     assert heading in readme, heading
-  _rerendered_bytes_equal(out)
+  assert_rerenders_identically(out)
 
 
 def test_study_without_relevance_on_a_datbench_task(tiny_eval_model, eval_data, tmp_path):

@@ -14,6 +14,7 @@ from families.qwen2_5_vl import save_tiny_qwen
 from test_gemma3 import processor_parts
 from test_llava_onevision import local_processor_files as onevision_files
 from test_qwen2_5_vl import local_processor_files as qwen_files
+from test_study import assert_rerenders_identically
 
 from jaxprune.study import cli as study_cli
 
@@ -66,7 +67,4 @@ def test_study_end_to_end(case, eval_data, tmp_path):
       assert (position["recall"] is not None) == relevance, plan["plan"]
     assert {c["plan"] for c in task["vs_random"]} == {"latesim@0:4", "latesim@1:4", "fastv@1:4", "clsattn@0:4",
                                                       "clsattn@1:4"}
-  made = (out / "README.md").read_bytes()
-  (out / "README.md").unlink()
-  assert study_cli.main(["--output-path", str(out), "--render-only"]) == 0
-  assert (out / "README.md").read_bytes() == made
+  assert_rerenders_identically(out)

@@ -11,6 +11,7 @@ across each table); the gap to `oracle`; where kept tokens lie, by horizontal ba
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,8 +49,14 @@ def _accuracy(records: Sequence[dict]) -> float | None:
 
 def _bands(record: dict) -> np.ndarray:
   """[n_visual] the band (0 = top) of each visual slot, from the item's image grids in slot order."""
+  return _bands_of(tuple(map(tuple, record["grids"])))
+
+
+@functools.lru_cache(maxsize=4096)
+def _bands_of(grids: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+  """One layout's bands, computed once: every plan's record of an item carries the same grids."""
   out = []
-  for t, h, w in record["grids"]:
+  for t, h, w in grids:
     rows = np.repeat(np.arange(h), w)  # raster order within one frame
     out.append(np.tile(rows * BANDS // h, t))
   return np.concatenate(out) if out else np.zeros(0, int)
@@ -105,10 +112,9 @@ def _controls(rows: list[dict]) -> dict[tuple[int, int], dict]:
   for row in rows:
     if row["method"] in CONTROLS:
       out[(row["layer"], row["keep"])].append(row)
-  return {at: {"scores": np.stack([r["_scores"] for r in sorted(draws, key=lambda r: r["seed"] or 0)]),
-               "accuracy": [r["accuracy"] for r in sorted(draws, key=lambda r: r["seed"] or 0)],
-               "seeds": sorted(r["seed"] or 0 for r in draws)}
-          for at, draws in out.items()}
+  return {at: {"scores": np.stack([r["_scores"] for r in draws]), "accuracy": [r["accuracy"] for r in draws],
+               "seeds": [r["seed"] or 0 for r in draws]}
+          for at, draws in out.items()}  # draws in seed order: `_plan_rows` sorts by seed
 
 
 def _compare_table(pairs: list[tuple[dict, np.ndarray, np.ndarray]], n_resamples: int) -> list[dict]:

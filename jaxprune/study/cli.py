@@ -25,7 +25,6 @@ from jaxprune.eval.cli import SEED_MAX, build_parser
 from jaxprune.eval.cli import parse_args as parse_eval_args
 from jaxprune.eval.common import EvalError, split_list
 
-STAGES = ("full", "blind", "sweep")
 # Flags the study sets for each stage itself; a user value for them would be silently overridden, so refuse it.
 OWNED = ("blind", "drop_blind", "per_plan", "no_plots", "output_path", "method", "layer", "keep")
 # Budgets as fractions of one image's visual tokens: 576 (LLaVA-1.5) -> 16, 32, 64, 128; 144 (scenes) -> 4..32.
@@ -83,7 +82,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   if args.bootstrap < 100:
     raise StudyError(f"--bootstrap {args.bootstrap}: use at least 100 resamples")
   # the eval's own checks, before anything loads; its namespace has --model-args merged into the flags
-  args.eval = parse_eval_args([*_eval_argv(args), "--output-path", args.output_path])
+  args.eval = parse_eval_args([*stage_argv(args), "--output-path", args.output_path])
   for task in split_list(args.eval.tasks):
     try:
       task_for(task)  # the registry alone: no data is read yet
@@ -92,7 +91,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   return args
 
 
-def _eval_argv(args: argparse.Namespace) -> list[str]:
+def stage_argv(args: argparse.Namespace) -> list[str]:
   """The flags the user gave that every stage shares, spelled for `jaxprune.eval` (defaults left out)."""
   out = []
   for action in build_parser()._actions:
@@ -119,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.render_only:
       return report.render(out)
     from jaxprune.study.run import run_study  # jax, transformers: lazy on purpose
-    run_study(args, _eval_argv(args))
+    run_study(args, stage_argv(args))
     report.render(out)
   except KeyboardInterrupt:
     print(f"interrupted: every finished batch is kept under {out}; rerun the same command to resume",

@@ -37,14 +37,6 @@ def _profile(task: dict, keeps: list[int]) -> list[str]:
   return _table(["layer"] + [f"random, keep {k}" for k in keeps], rows)
 
 
-def _verdict_table(comparisons: list[dict], keeps: list[int], row_key: str) -> list[str]:
-  by_row: dict[str, dict] = {}
-  for c in comparisons:
-    by_row.setdefault(c[row_key], {})[c["keep"]] = c
-  rows = [[name] + [_cell(cells[k]) if k in cells else "-" for k in keeps] for name, cells in by_row.items()]
-  return _table([row_key] + [f"keep {k}" for k in keeps], rows)
-
-
 def _latesim_table(comparisons: list[dict], plans: list[dict]) -> list[str]:
   """One row per (budget, layer) where latesim ran: its accuracy, then latesim minus each other signal at that
   layer and budget (points, Holm verdict); the wide form reads across signals at a glance."""
@@ -74,17 +66,17 @@ def _position_rows(plans: list[dict], keep: int) -> list[tuple[str, dict]]:
   for p in plans:
     if p["keep"] == keep and p["position"] is not None:
       groups.setdefault((p["method"], p["layer"]), []).append(p["position"])
-  folded: dict[tuple, list[int]] = {}
+  folded: dict[tuple, tuple[dict, list[int]]] = {}  # (method, the mean's values) -> (mean, layers)
   for (method, layer), positions in groups.items():
     mean = {k: None if positions[0][k] is None else [_mean(x) for x in zip(*(pos[k] for pos in positions))]
             for k in positions[0]}
-    key = (method, json.dumps(mean, sort_keys=True))
-    folded.setdefault(key, []).append(layer)
+    key = (method, tuple(tuple(v) if v is not None else None for v in mean.values()))
+    folded.setdefault(key, (mean, []))[1].append(layer)
   rows = []
-  for (method, mean), layers in folded.items():
+  for (method, _), (mean, layers) in folded.items():
     draws = len(groups[(method, layers[0])])
     label = f"{method}@{','.join(map(str, layers))}:{keep}" + (f" ({draws} draws)" if draws > 1 else "")
-    rows.append((label, json.loads(mean)))
+    rows.append((label, mean))
   return rows
 
 
@@ -192,7 +184,7 @@ def task_section(name: str, task: dict, study: dict, plots: dict[str, str]) -> l
   lines += ["### Against the same-layer random control", "",
             "Accuracy difference in points to `random` at the same layer and budget, with a 95% paired bootstrap CI "
             "over items and the control's draws; the verdict is Holm-corrected across this whole table.", "",
-            *_verdict_table(task["vs_random"], keeps, "method@layer"), ""]
+            *_table(["method@layer"] + [f"keep {k}" for k in keeps], _wide(task["vs_random"], keeps, _cell)), ""]
   if task["latesim_vs"]:
     lines += ["### latesim against every other signal", "",
               "latesim minus the other signal at the same layer and budget, in points (`random`: the mean over its "
@@ -285,9 +277,6 @@ def render(out: Path, *, plots: bool = True) -> int:
     analysis = json.loads(path.read_text())
   except json.JSONDecodeError as e:
     raise StudyError(f"{path}: not JSON ({e})") from None
-  for comparisons in (t["vs_random"] for t in analysis["tasks"].values()):
-    for c in comparisons:
-      c["method@layer"] = f"{c['method']}@{c['layer']}"
   files = {name: _plots(name, task, analysis["study"], out) for name, task in analysis["tasks"].items()} if plots else {}
   (out / "README.md").write_text(render_markdown(analysis, files) + "\n")
   return 0

@@ -97,7 +97,7 @@ def plan_study(args) -> dict:
     methods.append("random")  # the same-layer control every verdict is read against
   plans, notes = sweep_plans(cfg, signals, methods, layers, keeps, args.seeds)
   # on every item, not only the blind-filtered ones: the bounds at layer 0 (a lab model's acceptance check)
-  bounds = [m for m in ("oracle", "random", "anti-oracle") if m in methods or m == "random"]
+  bounds = [m for m in ("oracle", "random", "anti-oracle") if m in methods]  # random always is
   full_plans = sweep_plans(cfg, signals, bounds, [0], keeps, args.seeds[:1])[0] if "relevance" in signals else []
   return {"model": args.eval.model, "family": family.name, "tasks": tasks, "num_layers": cfg.num_layers,
           "visual_tokens_per_image": cfg.visual_tokens_per_image, "layers": layers, "keeps": keeps,

@@ -207,6 +207,22 @@ def prefill_logits(model, inputs: ModelInputs, pruner: Pruner | None = None):
   return language_model(model).logits(h), tokens
 
 
+@nnx.jit
+def unpruned_logits(model, inputs: ModelInputs):
+  """Uncached, unpruned prefill -> logits at every position [B, L, V] (one program per input shape)."""
+  return prefill_logits(model, inputs)[0]
+
+
+def image_prompt(n_before: int, n_after: int, n_images: int, seed: int, image: Sequence[int]) -> list[int]:
+  """bos, random text, then per image its unexpanded placeholder ids (`image`, e.g. [<image>] or
+  [<start>, <image>, <end>]) and more text; the family's host expands the placeholders."""
+  rng = np.random.RandomState(seed)
+  ids = [1] + rng.randint(3, 140, n_before).tolist()
+  for _ in range(n_images):
+    ids += list(image) + rng.randint(3, 140, n_after).tolist()
+  return ids
+
+
 @functools.partial(nnx.jit, static_argnames=("pruners",))
 def captured_scores(model, inputs: ModelInputs, pruners: tuple[Pruner, ...]) -> list:
   """Each single-stage pruner's scores [B, n] of the visual tokens (sequence order; padded slots -inf), as the

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from jaxprune.models import llava
 from jaxprune.models.config import DynamicResolution, TextConfig, ViTConfig
+from jaxprune.models.llava_onevision.config import estimated_crops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +79,7 @@ class LlavaNextConfig(DynamicResolution):
       h, w = min(self.image_grid_pinpoints, key=lambda p: (-min(p), p[0] * p[1]))  # a square image's layout
       crops = 1 + (h // s) * (w // s)
     else:
-      crops = 1 + max(1, math.ceil(max(num_visual - n, 0) / (n + side)))
+      crops = estimated_crops(num_visual, n, side)
     return crops * self.clip.vision_flops()
 
   @classmethod

@@ -43,8 +43,7 @@ class OnevisionConfig(DynamicResolution):
     letterboxed or shrunk image runs more crops than counted (the bilinear shrink itself is free)."""
     v, d = self.vision, self.text.hidden_size
     n = v.num_patches
-    tokens = 2 * n + v.grid[0] if num_visual is None else num_visual
-    crops = 1 + max(1, math.ceil(max(tokens - n, 0) / (n + v.grid[0])))
+    crops = estimated_crops(2 * n + v.grid[0] if num_visual is None else num_visual, n, v.grid[0])
     projector = 2 * n * (v.hidden_size * len(self.feature_layers) * d + d * d)
     return crops * (v.flops(self.vision_layers_used) + projector)
 
@@ -89,6 +88,13 @@ class OnevisionConfig(DynamicResolution):
     )
     cfg.vision_layers_used  # noqa: B018 (validates the feature layers against the tower's depth)
     return cfg
+
+
+def estimated_crops(num_visual: int, per_crop: int, side: int) -> int:
+  """Crops (the base view included) behind `num_visual` AnyRes tokens of `per_crop` patches on a `side`-wide grid:
+  ceil(tokens beyond the base view / (a crop's tokens + its rows' newlines)), at least one beside the base view
+  (LLaVA-NeXT's estimate too)."""
+  return 1 + max(1, math.ceil(max(num_visual - per_crop, 0) / (per_crop + side)))
 
 
 def _pinpoints() -> list[list[int]]:
